@@ -1,0 +1,155 @@
+"""The ``jrl`` command line.
+
+Subcommands register themselves with :func:`subcommand`: adding one is one function that
+receives the argparse subparsers object, adds its parser and sets ``func`` (a handler
+taking the parsed args and returning the exit status)::
+
+    @subcommand
+    def _nano(sub):
+        p = sub.add_parser("nano", help="...")
+        ...
+        p.set_defaults(func=lambda args: ...)
+
+Examples::
+
+    jrl study quick                       # studies/quick.yaml → reports/
+    jrl study full --only rq1_jigsaw_2x1_pair --force
+    jrl run rq1_jigsaw.ipynb -p steps 20 -p lr 1e-5 --name try1
+    jrl index
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+_SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
+
+
+def subcommand(register: Callable[[argparse._SubParsersAction], None]) -> Callable:
+    """Register a function that adds one subcommand to the ``jrl`` parser (decorator)."""
+    _SUBCOMMANDS.append(register)
+    return register
+
+
+def _print_summary(results: list) -> None:
+    from jrl_core.study import format_duration, format_value
+
+    rows = [("run", "status", "wall", "metrics")]
+    for r in results:
+        status = r.status + (" (cached)" if r.skipped else "")
+        metrics = r.record.get("metrics") or {}
+        shown = ", ".join(
+            f"{k}={format_value(v)}" for k, v in metrics.items() if not isinstance(v, (dict, list))
+        )
+        rows.append((r.name, status, format_duration(r.wall_s), shown))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True)) + "  " + row[3])
+    for r in results:
+        if r.status != "ok":
+            print(f"FAILED {r.name}: {r.error}  → {r.html_path}", file=sys.stderr)
+
+
+@subcommand
+def _add_study(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("study", help="run every notebook of a study (studies/<name>.yaml or a path)")
+    p.add_argument("study", help="study name (e.g. 'quick') or path to a study YAML")
+    p.add_argument("--reports", default="reports", help="reports directory (default: reports)")
+    p.add_argument("--force", action="store_true", help="re-run runs already finished with the same hash")
+    p.add_argument("--only", nargs="+", metavar="NAME", help="run only these run names")
+    p.set_defaults(func=_cmd_study)
+
+
+def _cmd_study(args: argparse.Namespace) -> int:
+    from jrl_core.study import load_study, run_study
+
+    specs = load_study(args.study)
+    if args.only:
+        unknown = sorted(set(args.only) - {s.name for s in specs})
+        if unknown:
+            raise ValueError(f"--only: unknown run name(s) {unknown}; known: {[s.name for s in specs]}")
+        specs = [s for s in specs if s.name in set(args.only)]
+    results = run_study(specs, args.reports, force=args.force)
+    _print_summary(results)
+    print(f"index: {Path(args.reports).resolve() / 'index.html'}")
+    return min(sum(r.status != "ok" for r in results), 100)
+
+
+@subcommand
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run one notebook (path relative to notebooks/, or absolute)")
+    p.add_argument("notebook", help="notebook, e.g. rq1_jigsaw.ipynb")
+    p.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("KEY", "VALUE"),
+        help="papermill parameter; VALUE is parsed as YAML (numbers, bools, lists work)",
+    )
+    p.add_argument("--name", help="run name / report directory (default: the notebook's stem)")
+    p.add_argument("--reports", default="reports", help="reports directory (default: reports)")
+    p.set_defaults(func=_cmd_run)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import yaml
+
+    from jrl_core.study import RunSpec, execute_run, write_index
+
+    parameters = {key: yaml.safe_load(value) for key, value in args.parameter}
+    spec = RunSpec(notebook=args.notebook, name=args.name or Path(args.notebook).stem, parameters=parameters)
+    result = execute_run(spec, args.reports)
+    index = write_index(args.reports)
+    _print_summary([result])
+    print(f"report: {result.html_path}\nindex: {index.resolve()}")
+    return 0 if result.ok else 1
+
+
+@subcommand
+def _add_index(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("index", help="rebuild reports/index.html from the run records")
+    p.add_argument("--reports", default="reports", help="reports directory (default: reports)")
+    p.set_defaults(func=_cmd_index)
+
+
+def _cmd_index(args: argparse.Namespace) -> int:
+    from jrl_core.study import write_index
+
+    print(write_index(args.reports).resolve())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``jrl`` argument parser with every registered subcommand."""
+    parser = argparse.ArgumentParser(prog="jrl", description="Jigsaw-RL reproducibility workbook")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for register in _SUBCOMMANDS:
+        register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``jrl`` console script.
+
+    Args:
+        argv: arguments without the program name; default ``sys.argv[1:]``.
+
+    Returns:
+        Exit status: for ``study`` the number of failed runs (capped at 100), for ``run``
+        1 if the notebook failed, else 0. Bad study files or arguments exit with status 2.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as e:
+        parser.exit(2, f"jrl {args.command}: error: {e}\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,349 @@
+"""The nano model: a tiny Qwen2.5-VL built offline, the workbook's embedded default.
+
+No machine here reaches a model hub, so the workbook builds its own
+``Qwen2_5_VLForConditionalGeneration`` (about one million parameters), a byte-level
+BPE tokenizer trained on the workbook's own prompt vocabulary, and a real
+``Qwen2_5_VLProcessor``. The untrained model is then turned into a nano *instruct*
+model by a short supervised "visual instruction pretraining" on procedurally
+labelled perception questions about the *training* photos
+(:mod:`jrl_core.perception`), never on jigsaw questions, so that its jigsaw accuracy
+starts near chance as the paper's base models do (Jigsaw-R1 Table 1).
+
+The result is an ordinary transformers checkpoint folder (``config.json``,
+``model.safetensors``, tokenizer and processor files) that the generic loading
+path (:func:`load_model`) opens exactly as it opens ``Qwen/Qwen2.5-VL-3B-Instruct``.
+Folders are cached by the hash of their build config, so a second build is free.
+
+Measured pitfalls this module encodes (spine issue):
+- ``initializer_range=0.02`` makes a model this small ignore the image; 0.1 works.
+- bos/eos/pad ids must be set inside ``text_config`` (generation reads them there).
+- the processor needs a ``Qwen2VLVideoProcessor`` even for images only.
+- rotary frequencies: with Qwen's ``rope_theta=1e6`` and a 32-dim head, the width
+  section gets frequencies ~1e-5 rad/position, so left and right are invisible; the
+  nano model uses ``rope_theta=10``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' or 'image' in part %}{{ '<|vision_start|><|image_pad|><|vision_end|>' }}"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}"
+    "{{ '<|im_end|>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+"""Qwen2-VL's chat layout (``<|im_start|>role\\n … <|im_end|>``) without the default system turn."""
+
+SPECIAL_TOKENS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
+TAG_TOKENS = ["<think>", "</think>", "<answer>", "</answer>", "<reason>", "</reason>"]
+
+DEFAULT_CACHE = Path(os.environ.get("JRL_CACHE", Path(__file__).resolve().parent.parent / ".cache"))
+
+
+@dataclass(frozen=True)
+class NanoConfig:
+    """Everything that determines a nano checkpoint; its hash names the cache folder.
+
+    Field defaults are sized for a 2-core CPU: about 1M parameters, 112x112 images
+    (8x8 vision patches of 14 px, merged 2x2 into 16 image tokens).
+    """
+
+    vocab_size: int = 1024  # byte-level BPE trained on the workbook's prompts
+    hidden_size: int = 128  # text decoder width
+    num_layers: int = 4  # text decoder depth
+    num_heads: int = 4  # head_dim 32 -> mrope sections (4, 6, 6) over (t, h, w)
+    num_kv_heads: int = 2
+    intermediate_size: int = 384
+    vision_hidden: int = 96
+    vision_depth: int = 3
+    vision_heads: int = 4
+    image_size: int = 112  # pixels per side; a multiple of 28 (patch 14 x merge 2)
+    rope_theta: float = 10.0  # see module docstring: large thetas hide the width axis
+    initializer_range: float = 0.1  # 0.02 makes a model this small ignore the image
+    seed: int = 0
+    # Visual instruction pretraining (jrl_core.perception); 0 steps = random init.
+    pretrain_steps: int = 1500
+    pretrain_batch: int = 32
+    pretrain_lr: float = 2e-3
+    pretrain_tasks: tuple[str, ...] = ()  # empty = perception.DEFAULT_TASKS
+    photo_source: str = "skimage"
+    extra: dict = field(default_factory=dict, hash=False, compare=False)
+
+    def key(self) -> str:
+        """A 12-hex-digit hash of the fields that change the checkpoint."""
+        d = dataclasses.asdict(self)
+        d.pop("extra")
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def tokenizer_corpus() -> list[str]:
+    """Text the nano tokenizer is trained on: every prompt family the workbook renders.
+
+    Returns a list of strings (prompt templates with sample fillings, perception
+    questions, answers). Training a tokenizer on jigsaw prompt *wording* teaches the
+    model nothing about jigsaw answers; it only keeps prompts short in tokens.
+    """
+    from jrl_core import perception
+
+    lines: list[str] = []
+    try:  # jigsaw prompts of every size, so that common words are single tokens
+        from PIL import Image
+
+        from jrl_core import puzzles
+
+        img = Image.new("RGB", (112, 112))
+        for qt in ("pair", "full"):
+            for think in (False, True):
+                for m, n in ((2, 1), (1, 2), (3, 1), (2, 2), (1, 3), (4, 1), (3, 3)):
+                    for seed in range(3):
+                        spec = puzzles.PuzzleSpec(m=m, n=n, question_type=qt, think=think)
+                        row = puzzles.make_row(img, spec, seed=seed)
+                        lines.append(row["prompt"][0]["content"][-1]["text"])
+                        lines.append(str(row["solution"]))
+    except Exception:  # puzzles not importable yet: the perception text still covers the vocabulary
+        pass
+    lines.extend(perception.corpus())
+    lines.extend(["<think>", "</think>", "<answer>", "</answer>", "A B C D E F G H", "0 1 2 3 4 5 6 7 8 9"])
+    return lines
+
+
+def build_tokenizer(vocab_size: int = 1024):
+    """Train a byte-level BPE tokenizer offline on :func:`tokenizer_corpus`.
+
+    Args:
+        vocab_size: total vocabulary including special tokens (>= 300).
+    Returns:
+        ``PreTrainedTokenizerFast`` with Qwen2-VL's special tokens, ``<|endoftext|>``
+        as pad/bos and ``<|im_end|>`` as eos, left padding, and the chat template.
+    Any string encodes (byte fallback); single capital letters and digits are
+    single tokens.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    if vocab_size < 300:
+        raise ValueError(f"vocab_size={vocab_size} is too small for a byte-level BPE; use >= 300.")
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size - len(TAG_TOKENS),
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(tokenizer_corpus(), trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|endoftext|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,
+        padding_side="left",
+        extra_special_tokens={
+            "image_token": "<|image_pad|>",
+            "video_token": "<|video_pad|>",
+            "vision_bos_token": "<|vision_start|>",
+            "vision_eos_token": "<|vision_end|>",
+        },
+    )
+    fast.add_tokens(TAG_TOKENS)
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def build_processor(cfg: NanoConfig):
+    """A real ``Qwen2_5_VLProcessor`` around the nano tokenizer.
+
+    Images are resized to ``cfg.image_size`` square (min = max pixels), i.e.
+    ``(image_size/14)**2`` patches and a quarter as many image tokens.
+    """
+    from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+    if cfg.image_size % 28:
+        raise ValueError(f"image_size={cfg.image_size} must be a multiple of 28 (patch 14 x merge 2).")
+    px = cfg.image_size * cfg.image_size
+    image_processor = Qwen2VLImageProcessor(min_pixels=px, max_pixels=px)
+    video_processor = Qwen2VLVideoProcessor()
+    tokenizer = build_tokenizer(cfg.vocab_size)
+    return Qwen2_5_VLProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=video_processor,
+        chat_template=CHAT_TEMPLATE,
+    )
+
+
+def build_model(cfg: NanoConfig, tokenizer):
+    """A randomly initialised ``Qwen2_5_VLForConditionalGeneration`` of the nano size.
+
+    Token ids (image pad, vision start/end, bos/eos/pad) are read from ``tokenizer``
+    and set on both the top-level and the text config. Deterministic for ``cfg.seed``.
+    """
+    import torch
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    head_dim = cfg.hidden_size // cfg.num_heads
+    half = head_dim // 2
+    t_sec = half // 4
+    h_sec = (half - t_sec) // 2
+    mrope = [t_sec, h_sec, half - t_sec - h_sec]
+    text_config = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_kv_heads,
+        max_position_embeddings=2048,
+        initializer_range=cfg.initializer_range,
+        rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta, "mrope_section": mrope},
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"],
+        tie_word_embeddings=True,
+    )
+    vision_config = dict(
+        depth=cfg.vision_depth,
+        hidden_size=cfg.vision_hidden,
+        intermediate_size=cfg.vision_hidden * 2,
+        num_heads=cfg.vision_heads,
+        out_hidden_size=cfg.hidden_size,
+        patch_size=14,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        window_size=cfg.image_size,
+        fullatt_block_indexes=list(range(cfg.vision_depth)),
+        initializer_range=cfg.initializer_range,
+    )
+    config = Qwen2_5_VLConfig(
+        text_config=text_config,
+        vision_config=vision_config,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True,
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"],
+    )
+    torch.manual_seed(cfg.seed)
+    model = Qwen2_5_VLForConditionalGeneration(config)
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    model.generation_config.bos_token_id = ids["<|endoftext|>"]
+    return model
+
+
+def count_parameters(model) -> int:
+    """Number of parameters (tied weights counted once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def _atomic_save(model, processor, out_dir: Path, meta: dict) -> None:
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".tmp", dir=out_dir.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        processor.save_pretrained(tmp)
+        (tmp / "nano.json").write_text(json.dumps(meta, indent=2, default=str))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def build_nano(cfg: NanoConfig | None = None, *, cache_dir: str | Path | None = None, force: bool = False,
+               progress: bool = True) -> Path:
+    """Build (or reuse) a nano instruct checkpoint and return its folder.
+
+    Steps: tokenizer -> random-init model -> visual instruction pretraining on the
+    training photos (:func:`jrl_core.perception.pretrain`, ``cfg.pretrain_steps``
+    steps) -> safetensors checkpoint in ``<cache_dir>/nano-<cfg.key()>``, written
+    atomically. A folder that already holds a finished build is returned as is
+    unless ``force``. ``nano.json`` in the folder records the config, parameter
+    count, pretraining curve and per-task held-out accuracy.
+    """
+    from jrl_core import perception
+
+    cfg = cfg or NanoConfig()
+    cache = Path(cache_dir) if cache_dir else DEFAULT_CACHE
+    out = cache / f"nano-{cfg.key()}"
+    if (out / "nano.json").exists() and (out / "model.safetensors").exists() and not force:
+        return out
+    processor = build_processor(cfg)
+    model = build_model(cfg, processor.tokenizer)
+    meta = {"config": dataclasses.asdict(cfg), "parameters": count_parameters(model)}
+    if cfg.pretrain_steps > 0:
+        meta["pretraining"] = perception.pretrain(model, processor, cfg, progress=progress)
+    _atomic_save(model, processor, out, meta)
+    return out
+
+
+def resolve_model(model: str, **nano_overrides) -> str:
+    """Map a notebook's ``model`` parameter to something :func:`load_model` opens.
+
+    ``"nano"`` (or ``"nano:<key>=<value>,..."`` handled by callers) builds/reuses the
+    nano checkpoint and returns its folder; anything else (a hub id such as
+    ``Qwen/Qwen2.5-VL-3B-Instruct`` or a local folder) is returned unchanged.
+    """
+    if model == "nano":
+        return str(build_nano(NanoConfig(**nano_overrides)))
+    return model
+
+
+def load_model(name_or_path: str, *, dtype: str = "auto", device: str | None = None,
+               trust_remote_code: bool = False):
+    """The generic loading path: a hub id or a local folder -> (model, processor).
+
+    Uses ``AutoProcessor`` and the model class named by the checkpoint's config
+    (``AutoModelForImageTextToText``), safetensors only, ``trust_remote_code=False``
+    unless asked. Raises ``FileNotFoundError`` with the fix when a local-looking path
+    does not exist, and ``OSError`` from transformers when a hub id cannot be reached
+    (no network here: pass a local folder).
+    """
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    p = Path(name_or_path)
+    if (name_or_path.startswith((".", "/", "~")) or p.exists()) and not p.expanduser().exists():
+        raise FileNotFoundError(
+            f"model={name_or_path!r}: no such folder. Pass 'nano', a hub id (needs network), "
+            "or a folder written by save_pretrained."
+        )
+    torch_dtype = {"auto": "auto", "bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}[dtype]
+    processor = AutoProcessor.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    model = AutoModelForImageTextToText.from_pretrained(
+        name_or_path, dtype=torch_dtype, use_safetensors=True, trust_remote_code=trust_remote_code
+    )
+    if device:
+        model.to(device)
+    processor.tokenizer.padding_side = "left"
+    return model, processor

@@ -1,0 +1,321 @@
+"""Procedurally labelled perception questions on photos.
+
+One generator serves two purposes:
+
+* **nano visual instruction pretraining** (:func:`pretrain`) on views of the *train*
+  photos, turning a random-init nano Qwen2.5-VL into a nano instruct model that reads
+  images, reads multiple-choice options and answers with a letter;
+* the **offline generalization suite** (later: views of the held-out photos, with
+  task families the pretraining never saw).
+
+Every question is multiple choice with shuffled options and a one-letter answer, in
+the same layout as Jigsaw-R1's pair questions ("Select the correct answer from the
+following N choices: (A) …"). No task is a jigsaw or seam-order question: the
+jigsaw prompt, its position indexes and permuted patches never appear, so the nano
+model's jigsaw accuracy starts near chance. The tasks do teach generic visual
+features that jigsaw solving can build on, as a real VLM's pretraining does:
+whether two halves come from one photo, which way up a photo is, relations between
+drawn shapes, brightness, tint, colour and counting.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from PIL import Image, ImageDraw, ImageEnhance
+
+from jrl_core.images import Photo, load_photos, sample_views
+from jrl_core.modes import get_mode
+
+
+@dataclass(frozen=True)
+class PerceptionItem:
+    """One labelled question: ``image`` (PIL RGB), ``question`` text, ``choices`` in
+    display order, ``answer`` letter (A, B, …), ``task`` name."""
+
+    image: Image.Image
+    question: str
+    choices: tuple[str, ...]
+    answer: str
+    task: str
+
+    def prompt_text(self) -> str:
+        """Question + lettered options + Jigsaw-R1's non-thinking letter instruction."""
+        opts = "\n".join(f"({string.ascii_uppercase[i]}) {c}" for i, c in enumerate(self.choices))
+        return (
+            f"{self.question}\n\nSelect the correct answer from the following {len(self.choices)} choices:\n\n"
+            f"{opts}" + get_mode("non_thinking").suffix("letter")
+        )
+
+
+def _mc(image, question, correct: str, wrong: Sequence[str], task: str, rng: random.Random) -> PerceptionItem:
+    choices = [correct, *wrong]
+    rng.shuffle(choices)
+    return PerceptionItem(image, question, tuple(choices), string.ascii_uppercase[choices.index(correct)], task)
+
+
+# --- task generators: (view, other view, rng) -> PerceptionItem ------------------------------------
+
+def _halves_same_photo(axis: str):
+    a, b = ("top", "bottom") if axis == "v" else ("left", "right")
+
+    def gen(view: Image.Image, other: Image.Image, rng: random.Random) -> PerceptionItem:
+        same = rng.random() < 0.5
+        img = view.copy()
+        if not same:
+            w, h = img.size
+            box = (0, h // 2, w, h) if axis == "v" else (w // 2, 0, w, h)
+            if rng.random() < 0.5:  # replace either half
+                box = (0, 0, w, h // 2) if axis == "v" else (0, 0, w // 2, h)
+            img.paste(other.crop(box), box[:2])
+        q = f"Do the {a} half and the {b} half of the image come from the same photo?"
+        return _mc(img, q, "yes" if same else "no", ["no" if same else "yes"], f"same_photo_{axis}", rng)
+
+    return gen
+
+
+def _upside_down(view, other, rng):
+    flipped = rng.random() < 0.5
+    img = view.transpose(Image.Transpose.ROTATE_180) if flipped else view
+    return _mc(img, "Is this photo upside down?", "yes" if flipped else "no", ["no" if flipped else "yes"],
+               "upside_down", rng)
+
+
+def _brighter_half(axis: str):
+    a, b = ("top", "bottom") if axis == "v" else ("left", "right")
+
+    def gen(view, other, rng):
+        w, h = view.size
+        boxes = {a: (0, 0, w, h // 2) if axis == "v" else (0, 0, w // 2, h),
+                 b: (0, h // 2, w, h) if axis == "v" else (w // 2, 0, w, h)}
+        lit = rng.choice([a, b])
+        img = view.copy()
+        region = img.crop(boxes[lit])
+        img.paste(ImageEnhance.Brightness(region).enhance(rng.uniform(1.5, 2.0)), boxes[lit][:2])
+        dim = b if lit == a else a
+        region = img.crop(boxes[dim])
+        img.paste(ImageEnhance.Brightness(region).enhance(rng.uniform(0.4, 0.7)), boxes[dim][:2])
+        return _mc(img, "Which half of the image is brighter?", f"the {lit} half", [f"the {dim} half"],
+                   f"brighter_{axis}", rng)
+
+    return gen
+
+
+COLOURS = {"red": (230, 30, 30), "green": (30, 200, 30), "blue": (30, 60, 230), "yellow": (240, 220, 20)}
+QUADRANTS = ("top-left", "top-right", "bottom-left", "bottom-right")
+
+
+def _quadrant_tint(view, other, rng):
+    w, h = view.size
+    q = rng.randrange(4)
+    box = ((q % 2) * w // 2, (q // 2) * h // 2, (q % 2 + 1) * w // 2, (q // 2 + 1) * h // 2)
+    img = view.copy()
+    tint = Image.new("RGB", (box[2] - box[0], box[3] - box[1]), COLOURS["red"])
+    img.paste(Image.blend(img.crop(box), tint, 0.45), box[:2])
+    wrong = [x for i, x in enumerate(QUADRANTS) if i != q]
+    return _mc(img, "Which part of the image is tinted red?", QUADRANTS[q], wrong, "quadrant_tint", rng)
+
+
+def _draw_shape(draw: ImageDraw.ImageDraw, kind: str, cx: int, cy: int, r: int, fill) -> None:
+    if kind == "square":
+        draw.rectangle((cx - r, cy - r, cx + r, cy + r), fill=fill, outline=(0, 0, 0))
+    else:
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill, outline=(0, 0, 0))
+
+
+def _shape_relation(view, other, rng):
+    w, h = view.size
+    r = max(4, w // 12)
+    rel = rng.choice(["above", "below", "left", "right"])
+    c1 = (rng.randint(r + 1, w - r - 1), rng.randint(r + 1, h - r - 1))
+    gap = rng.randint(3 * r, max(3 * r, min(w, h) // 2))
+    dx, dy = {"above": (0, gap), "below": (0, -gap), "left": (gap, 0), "right": (-gap, 0)}[rel]
+    c2 = (min(max(c1[0] + dx, r + 1), w - r - 1), min(max(c1[1] + dy, r + 1), h - r - 1))
+    if abs(c2[0] - c1[0]) + abs(c2[1] - c1[1]) < 2 * r:  # clipped into overlap: move the first shape
+        c1 = (w - c1[0], h - c1[1])
+        c2 = (min(max(c1[0] + dx, r + 1), w - r - 1), min(max(c1[1] + dy, r + 1), h - r - 1))
+        rel = ("above" if c1[1] < c2[1] else "below") if dx == 0 else ("left" if c1[0] < c2[0] else "right")
+    img = view.copy()
+    d = ImageDraw.Draw(img)
+    _draw_shape(d, "square", *c1, r, COLOURS["red"])
+    _draw_shape(d, "circle", *c2, r, COLOURS["blue"])
+    phr = {"above": "directly above", "below": "directly below", "left": "directly to the left of",
+           "right": "directly to the right of"}
+    pair = ("above", "below") if rel in ("above", "below") else ("left", "right")
+    wrong = [x for x in pair if x != rel]
+    if rng.random() < 0.5:  # sometimes the other axis too, four choices
+        wrong += [x for x in phr if x not in pair]
+    sent = {k: f"the red square is {v} the blue circle" for k, v in phr.items()}
+    return _mc(img, "Where is the red square relative to the blue circle?", sent[rel],
+               [sent[x] for x in wrong], "shape_relation", rng)
+
+
+def _shape_colour(view, other, rng):
+    w, h = view.size
+    r = max(6, w // 8)
+    name = rng.choice(list(COLOURS))
+    img = view.copy()
+    _draw_shape(ImageDraw.Draw(img), rng.choice(["square", "circle"]), rng.randint(r, w - r),
+                rng.randint(r, h - r), r, COLOURS[name])
+    return _mc(img, "What colour is the shape drawn on the image?", name, [c for c in COLOURS if c != name],
+               "shape_colour", rng)
+
+
+def _count_shapes(view, other, rng):
+    w, h = view.size
+    r = max(4, w // 16)
+    k = rng.randint(1, 4)
+    img = view.copy()
+    d = ImageDraw.Draw(img)
+    cells = rng.sample(range(16), k)  # a 4x4 lattice keeps shapes apart
+    for c in cells:
+        cx = (c % 4) * w // 4 + w // 8
+        cy = (c // 4) * h // 4 + h // 8
+        _draw_shape(d, "circle", cx, cy, r, COLOURS["yellow"])
+    return _mc(img, "How many yellow circles are drawn on the image?", str(k),
+               [str(x) for x in range(1, 5) if x != k], "count_shapes", rng)
+
+
+TASKS: dict[str, Callable[[Image.Image, Image.Image, random.Random], PerceptionItem]] = {
+    "same_photo_v": _halves_same_photo("v"),
+    "same_photo_h": _halves_same_photo("h"),
+    "upside_down": _upside_down,
+    "brighter_v": _brighter_half("v"),
+    "brighter_h": _brighter_half("h"),
+    "quadrant_tint": _quadrant_tint,
+    "shape_relation": _shape_relation,
+    "shape_colour": _shape_colour,
+    "count_shapes": _count_shapes,
+}
+"""Task name -> generator. Each is a pure function of (view, other view, rng)."""
+
+DEFAULT_TASKS = tuple(TASKS)
+
+
+def make_items(photos: list[Photo], k: int, *, seed: int, tasks: Sequence[str] = DEFAULT_TASKS,
+               size: int = 112) -> list[PerceptionItem]:
+    """``k`` labelled questions on random views of ``photos``, deterministic per ``seed``.
+
+    Item i uses task ``tasks[i % len(tasks)]`` (balanced), a view of photo
+    ``i % len(photos)`` and, for two-photo tasks, a view of a *different* photo.
+    Raises ``ValueError`` for an unknown task name (listing the known ones) or
+    fewer than two photos.
+    """
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise ValueError(f"unknown perception task(s) {unknown}; known: {sorted(TASKS)}")
+    if len(photos) < 2:
+        raise ValueError("perception items need at least two photos (two-photo tasks mix them).")
+    views = sample_views(photos, k, seed=seed, size=size)
+    others = sample_views(photos[1:] + photos[:1], k, seed=seed + 7919, size=size)
+    items = []
+    for i in range(k):
+        rng = random.Random(f"perception:{seed}:{i}")
+        items.append(TASKS[tasks[i % len(tasks)]](views[i].image, others[i].image, rng))
+    return items
+
+
+def corpus() -> list[str]:
+    """Prompt texts of every task (for the nano tokenizer)."""
+    photos = [Photo("a", Image.new("RGB", (64, 64), (90, 90, 90))), Photo("b", Image.new("RGB", (64, 64)))]
+    return [it.prompt_text() for it in make_items(photos, 4 * len(TASKS), seed=0, size=56)]
+
+
+# --- pretraining -----------------------------------------------------------------------------------
+
+def encode_sft(processor, items: Sequence[PerceptionItem]):
+    """Tokenize items for supervised training on the answer only.
+
+    Returns the processor's batch (``input_ids``, ``attention_mask``,
+    ``pixel_values``, ``image_grid_thw``) plus ``labels`` where every token but the
+    answer letter and the closing ``<|im_end|>`` is -100. Left padding.
+    """
+    import torch
+
+    tok = processor.tokenizer
+    texts = []
+    for it in items:
+        msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": it.prompt_text()}]},
+                {"role": "assistant", "content": it.answer}]
+        texts.append(processor.apply_chat_template(msgs, tokenize=False).rstrip("\n"))
+    batch = processor(text=texts, images=[it.image for it in items], return_tensors="pt", padding=True)
+    labels = torch.full_like(batch["input_ids"], -100)
+    labels[:, -2:] = batch["input_ids"][:, -2:]  # "<letter>" "<|im_end|>" (left padding keeps them last)
+    batch["labels"] = labels
+    assert tok.convert_ids_to_tokens(int(batch["input_ids"][0, -1])) == "<|im_end|>"
+    return batch
+
+
+def letter_accuracy(model, processor, items: Sequence[PerceptionItem], batch_size: int = 64) -> float:
+    """Share of items whose greedy first answer token equals the gold letter."""
+    import torch
+
+    tok = processor.tokenizer
+    correct = 0
+    model.eval()
+    with torch.no_grad():
+        for s in range(0, len(items), batch_size):
+            chunk = items[s:s + batch_size]
+            texts = [processor.apply_chat_template(
+                [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": it.prompt_text()}]}],
+                tokenize=False, add_generation_prompt=True) for it in chunk]
+            batch = processor(text=texts, images=[it.image for it in chunk], return_tensors="pt", padding=True)
+            logits = model(**batch).logits[:, -1]
+            pred = tok.convert_ids_to_tokens(logits.argmax(-1).tolist())
+            correct += sum(p == it.answer for p, it in zip(pred, chunk))
+    return correct / max(1, len(items))
+
+
+def pretrain(model, processor, cfg, *, progress: bool = True) -> dict:
+    """Visual instruction pretraining of a nano model on the training photos.
+
+    AdamW (lr ``cfg.pretrain_lr``, cosine decay, 5% warm-up), ``cfg.pretrain_steps``
+    steps of ``cfg.pretrain_batch`` fresh items each, cross-entropy on the answer
+    letter. Returns a record: loss curve (every 25 steps) and held-out accuracy per
+    task on 64 items of the *test* photos (chance: 1/2 or 1/4).
+    """
+    import math
+
+    import torch
+    from tqdm.auto import tqdm
+
+    torch.manual_seed(cfg.seed)
+    tasks = cfg.pretrain_tasks or DEFAULT_TASKS
+    train_photos = load_photos(cfg.photo_source, "train")
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.pretrain_lr, weight_decay=0.01)
+    warm = max(1, cfg.pretrain_steps // 20)
+
+    def lr_at(s):
+        if s < warm:
+            return (s + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, cfg.pretrain_steps - warm)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    curve = []
+    model.train()
+    bar = tqdm(range(cfg.pretrain_steps), desc="nano pretraining", disable=not progress)
+    running = None
+    for step in bar:
+        items = make_items(train_photos, cfg.pretrain_batch, seed=cfg.seed * 1_000_003 + step, tasks=tasks,
+                           size=cfg.image_size)
+        batch = encode_sft(processor, items)
+        loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+        if step % 25 == 0 or step == cfg.pretrain_steps - 1:
+            curve.append({"step": step, "loss": round(running, 4)})
+            bar.set_postfix(loss=f"{running:.3f}")
+    test_photos = load_photos(cfg.photo_source, "test")
+    held_out = {}
+    for t in tasks:
+        items = make_items(test_photos, 64, seed=10_007, tasks=[t], size=cfg.image_size)
+        held_out[t] = letter_accuracy(model, processor, items)
+    model.eval()
+    return {"loss_curve": curve, "held_out_accuracy": held_out, "tasks": list(tasks)}

@@ -1,0 +1,755 @@
+"""Study layer: papermill batch runs → self-contained HTML reports → an index page.
+
+A *study* is a YAML file under ``studies/`` listing notebook runs (notebook + name +
+parameters). Each run executes one notebook with papermill into ``<reports>/<name>/``:
+
+- ``<name>.ipynb``  the executed notebook (partial, with the traceback, if it failed);
+- ``index.html``    a self-contained HTML report (figures embedded as base64 PNG);
+- ``run.json``      the run record (parameters, hash, status, git commit, package
+                    versions, hardware, timings, and the metrics the notebook wrote);
+- whatever the notebook itself writes into ``run_dir`` (injected as a parameter),
+  notably ``metrics.json`` (see :func:`read_notebook_metrics`).
+
+``<reports>/index.html`` lists every run and is rebuilt after every run, so a study
+killed midway still leaves a valid index. Every file this module writes is written
+atomically (temporary file in the same directory, then ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import hashlib
+import html
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import re
+import subprocess
+import tempfile
+import time
+import traceback
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+"""Repository root: notebooks execute with this as their working directory."""
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+"""Where relative ``RunSpec.notebook`` paths are resolved."""
+STUDIES_DIR = REPO_ROOT / "studies"
+"""Where study names (``"quick"``) are resolved to ``studies/<name>.yaml``."""
+
+METRICS_FILE = "metrics.json"
+"""File name a notebook may write into ``run_dir`` to report key metrics."""
+RUN_RECORD_FILE = "run.json"
+REPORT_FILE = "index.html"
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_RUN_KEYS = {"notebook", "name", "parameters"}
+_STUDY_KEYS = {"runs", "defaults", "description"}
+_VERSIONED_PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "papermill", "numpy")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One notebook run of a study.
+
+    Attributes:
+        notebook: notebook path relative to the repo's ``notebooks/`` directory
+            (e.g. ``"rq1_jigsaw.ipynb"``), or an absolute path.
+        name: run name; also the report directory name, so it must match
+            ``[A-Za-z0-9][A-Za-z0-9._-]*``.
+        parameters: papermill parameters injected into the notebook (JSON-serialisable);
+            ``run_dir`` is added by :func:`execute_run` and must not be given here.
+    """
+
+    notebook: str
+    name: str
+    parameters: dict = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    """Outcome of one run of :func:`execute_run` or :func:`run_study`.
+
+    Attributes:
+        name: the run name.
+        status: ``"ok"`` or ``"failed"``.
+        run_dir: ``<reports_dir>/<name>``.
+        record: the content of ``run.json``.
+        skipped: True when :func:`run_study` reused a finished run with the same hash.
+    """
+
+    name: str
+    status: str
+    run_dir: Path
+    record: dict
+    skipped: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """True when the notebook ran to the end without an error."""
+        return self.status == "ok"
+
+    @property
+    def error(self) -> str | None:
+        """The error message of a failed run, else None."""
+        return self.record.get("error")
+
+    @property
+    def wall_s(self) -> float | None:
+        """Wall-clock duration of the run in seconds (of the original run if skipped)."""
+        return self.record.get("wall_s")
+
+    @property
+    def html_path(self) -> Path:
+        """Path of the run's HTML report."""
+        return self.run_dir / REPORT_FILE
+
+    @property
+    def notebook_path(self) -> Path:
+        """Path of the executed notebook."""
+        return self.run_dir / f"{self.name}.ipynb"
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what a plain open() would give; mkstemp alone gives 0600
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, _FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    _atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _atomic_write_json(path: Path, obj: Any) -> None:
+    _atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def _check_name(name: Any, where: str = "run name") -> None:
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ValueError(
+            f"{where} {name!r} is not a valid run name: use letters, digits, '.', '_', '-' "
+            "(it becomes a directory name)"
+        )
+
+
+def resolve_notebook(notebook: str | os.PathLike, notebooks_dir: str | os.PathLike | None = None) -> Path:
+    """Resolve a ``RunSpec.notebook`` to an absolute path.
+
+    Args:
+        notebook: absolute path, or a path relative to ``notebooks_dir``.
+        notebooks_dir: directory of relative notebooks; default the repo's ``notebooks/``.
+
+    Raises:
+        FileNotFoundError: the notebook does not exist.
+    """
+    path = Path(notebook)
+    if not path.is_absolute():
+        path = Path(notebooks_dir) if notebooks_dir is not None else NOTEBOOKS_DIR
+        path = (path / notebook).resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"notebook not found: {path}")
+    return path
+
+
+def run_hash(spec: RunSpec, notebooks_dir: str | os.PathLike | None = None) -> str:
+    """Stable identity of a run: first 12 hex digits of sha256(notebook bytes + parameters).
+
+    Parameters are serialised as JSON with sorted keys, so their order does not matter.
+    The run name is not part of the hash.
+
+    Args:
+        spec: the run.
+        notebooks_dir: where relative notebook paths are resolved (default ``notebooks/``).
+
+    Raises:
+        FileNotFoundError: the notebook does not exist.
+    """
+    h = hashlib.sha256()
+    h.update(resolve_notebook(spec.notebook, notebooks_dir).read_bytes())
+    h.update(b"\0")
+    h.update(json.dumps(spec.parameters, sort_keys=True, default=str).encode("utf-8"))
+    return h.hexdigest()[:12]
+
+
+# ----------------------------------------------------------------------------- studies
+
+
+def _study_path(path_or_name: str | os.PathLike) -> Path:
+    s = str(path_or_name)
+    looks_like_path = (
+        isinstance(path_or_name, os.PathLike) or s.endswith((".yaml", ".yml")) or "/" in s or os.sep in s
+    )
+    if looks_like_path:
+        path = Path(path_or_name)
+        if not path.is_absolute() and not path.exists() and (REPO_ROOT / path).exists():
+            return REPO_ROOT / path  # "studies/quick.yaml" from outside the repo root
+        return path
+    return STUDIES_DIR / f"{s}.yaml"
+
+
+def load_study(path_or_name: str | os.PathLike) -> list[RunSpec]:
+    """Read a study file into run specs.
+
+    Format (YAML)::
+
+        description: optional free text
+        defaults: {seed: 0}            # optional; merged under each run's parameters
+        runs:
+          - notebook: rq1_jigsaw.ipynb # relative to notebooks/
+            name: rq1_jigsaw_2x1_pair  # report directory name
+            parameters: {}             # optional; overrides defaults
+
+    Args:
+        path_or_name: a path to a YAML file, or a study name resolved to
+            ``studies/<name>.yaml``.
+
+    Raises:
+        FileNotFoundError: the study file does not exist.
+        ValueError: malformed YAML or structure; the message names the file and key.
+    """
+    path = _study_path(path_or_name)
+    if not path.is_file():
+        raise FileNotFoundError(f"study file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: invalid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: top level must be a mapping with key 'runs', got {type(data).__name__}")
+    unknown = set(data) - _STUDY_KEYS
+    if unknown:
+        raise ValueError(
+            f"{path}: unknown top-level key(s) {sorted(map(str, unknown))}; allowed: {sorted(_STUDY_KEYS)}"
+        )
+    defaults = data.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        raise ValueError(f"{path}: 'defaults' must be a mapping, got {type(defaults).__name__}")
+    runs = data.get("runs")
+    if not isinstance(runs, list) or not runs:
+        raise ValueError(f"{path}: 'runs' must be a non-empty list, got {runs!r}")
+
+    specs: list[RunSpec] = []
+    seen: set[str] = set()
+    for i, run in enumerate(runs):
+        where = f"{path}: runs[{i}]"
+        if not isinstance(run, dict):
+            raise ValueError(f"{where} must be a mapping, got {type(run).__name__}")
+        unknown = set(run) - _RUN_KEYS
+        if unknown:
+            raise ValueError(
+                f"{where}: unknown key(s) {sorted(map(str, unknown))}; allowed: {sorted(_RUN_KEYS)}"
+            )
+        for key in ("notebook", "name"):
+            if not isinstance(run.get(key), str) or not run[key]:
+                raise ValueError(f"{where}: '{key}' is required and must be a non-empty string")
+        _check_name(run["name"], f"{where}: 'name'")
+        if run["name"] in seen:
+            raise ValueError(f"{where}: 'name' {run['name']!r} is duplicated")
+        seen.add(run["name"])
+        params = run.get("parameters") or {}
+        if not isinstance(params, dict):
+            raise ValueError(f"{where}: 'parameters' must be a mapping, got {type(params).__name__}")
+        merged = {**defaults, **params}
+        if "run_dir" in merged:
+            raise ValueError(f"{where}: 'parameters.run_dir' is reserved (injected by the study runner)")
+        specs.append(RunSpec(notebook=run["notebook"], name=run["name"], parameters=merged))
+    return specs
+
+
+# ----------------------------------------------------------------------------- provenance
+
+
+def git_info(repo: str | os.PathLike = REPO_ROOT) -> dict | None:
+    """Commit of ``repo``: ``{"commit": sha, "dirty": bool}``, or None if not a git repo."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True, timeout=30
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True, check=True, timeout=60
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "dirty": bool(status.strip())}
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed versions of the packages a run depends on (None when not installed), plus python."""
+    versions: dict[str, str | None] = {}
+    for dist in _VERSIONED_PACKAGES:
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = None
+    versions["python"] = platform.python_version()
+    return versions
+
+
+@functools.lru_cache(maxsize=1)
+def hardware_info() -> dict:
+    """Platform, CPU count and CUDA device of this process (cached; imports torch once if installed)."""
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "cuda_available": None,
+        "cuda_device": None,
+    }
+    try:
+        import torch  # slow import: only when a run is recorded, once
+
+        info["cuda_available"] = bool(torch.cuda.is_available())
+        if info["cuda_available"]:
+            info["cuda_device"] = torch.cuda.get_device_name(0)
+    except Exception as e:  # torch missing or broken: record why, do not fail the run
+        info["cuda_error"] = f"{type(e).__name__}: {e}"
+    return info
+
+
+def read_notebook_metrics(run_dir: str | os.PathLike) -> tuple[dict, Any, str | None]:
+    """Read the optional ``<run_dir>/metrics.json`` a notebook wrote.
+
+    The file is a JSON object. Its ``skipped_inputs`` key (counts of skipped inputs,
+    any JSON) is returned separately; every other key is a metric (e.g.
+    ``{"acc_before": 0.41, "acc_after": 0.87, "paper_vs_ours": [...]}``). The nested form
+    ``{"metrics": {...}, "skipped_inputs": ...}`` is accepted too.
+
+    Returns:
+        ``(metrics, skipped_inputs, error)``: ``({}, None, None)`` when there is no file;
+        ``error`` is a message when the file exists but is not a JSON object.
+    """
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return {}, None, None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        return {}, None, f"{METRICS_FILE}: {type(e).__name__}: {e}"
+    if not isinstance(data, dict):
+        return {}, None, f"{METRICS_FILE}: expected a JSON object, got {type(data).__name__}"
+    data = dict(data)
+    skipped = data.pop("skipped_inputs", None)
+    if set(data) == {"metrics"} and isinstance(data["metrics"], dict):
+        data = data["metrics"]
+    return data, skipped, None
+
+
+# ----------------------------------------------------------------------------- execution
+
+
+def _render_html(nb: Any, title: str) -> str:
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(template_name="lab")
+    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
+    return body
+
+
+def _error_notebook(spec: RunSpec, message: str) -> Any:
+    """A one-cell notebook standing in for a run that failed before producing any output."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell(
+        source=f"# run {spec.name!r} of {spec.notebook!r} failed before executing"
+    )
+    cell.outputs = [nbformat.v4.new_output("stream", name="stderr", text=message)]
+    nb.cells = [cell]
+    return nb
+
+
+def execute_run(
+    spec: RunSpec,
+    reports_dir: str | os.PathLike = "reports",
+    *,
+    kernel_name: str | None = None,
+    progress: bool = True,
+    notebooks_dir: str | os.PathLike | None = None,
+) -> RunResult:
+    """Execute one notebook with papermill and write its report and run record.
+
+    The notebook runs in a fresh kernel with the repository root as working directory,
+    with ``spec.parameters`` plus ``run_dir`` (absolute path of ``<reports_dir>/<name>``,
+    str) injected after its ``parameters`` cell. Writes, atomically, into ``run_dir``:
+    ``<name>.ipynb`` (executed notebook), ``index.html`` (self-contained "lab" HTML,
+    figures as base64 PNG) and ``run.json`` (record; see module doc). A stale
+    ``metrics.json`` from an earlier run is removed before executing.
+
+    A notebook that raises does not raise here: its partial executed notebook and HTML
+    (with the traceback) are still written and the run is recorded as ``failed``.
+
+    Args:
+        spec: the run.
+        reports_dir: root of the reports (relative paths are relative to the caller's cwd).
+        kernel_name: Jupyter kernel; default ``"python3"``, which jupyter_client launches
+            with this interpreter (``sys.executable``) when the kernelspec says ``python``.
+        progress: show papermill's per-cell progress bar.
+        notebooks_dir: where relative notebook paths are resolved (default ``notebooks/``).
+
+    Returns:
+        The :class:`RunResult`.
+
+    Raises:
+        ValueError: invalid run name, or ``run_dir`` given as a parameter.
+        FileNotFoundError: the notebook does not exist.
+    """
+    import nbformat
+    import papermill
+
+    _check_name(spec.name)
+    if "run_dir" in spec.parameters:
+        raise ValueError(f"run {spec.name!r}: parameter 'run_dir' is reserved (injected by the study runner)")
+    notebook = resolve_notebook(spec.notebook, notebooks_dir)
+    digest = run_hash(spec, notebooks_dir)
+    run_dir = Path(reports_dir).resolve() / spec.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / METRICS_FILE).unlink(missing_ok=True)
+
+    out_path = run_dir / f"{spec.name}.ipynb"
+    fd, tmp_name = tempfile.mkstemp(dir=run_dir, prefix=f".{spec.name}.", suffix=".tmp.ipynb")
+    os.close(fd)
+    tmp_nb = Path(tmp_name)
+
+    started, t0 = _now(), time.perf_counter()
+    error: str | None = None
+    nb = None
+    try:
+        nb = papermill.execute_notebook(
+            str(notebook),
+            str(tmp_nb),
+            parameters={**spec.parameters, "run_dir": str(run_dir)},
+            kernel_name=kernel_name or "python3",
+            progress_bar=progress,
+            cwd=str(REPO_ROOT),
+        )
+    except papermill.PapermillExecutionError as e:
+        error = f"{e.ename}: {e.evalue} (cell {e.exec_count})"
+    except Exception as e:  # kernel died, bad notebook, ...: record and go on
+        error = f"{type(e).__name__}: {e}"
+        if not tmp_nb.stat().st_size:
+            nb = _error_notebook(spec, traceback.format_exc())
+    except BaseException:  # KeyboardInterrupt: leave no temporary file behind
+        tmp_nb.unlink(missing_ok=True)
+        raise
+    wall_s = time.perf_counter() - t0
+    finished = _now()
+
+    if nb is None:  # papermill saved the partial notebook before raising
+        try:
+            nb = nbformat.read(tmp_nb, as_version=4)
+        except Exception:
+            nb = _error_notebook(spec, error or "no executed notebook")
+    tmp_nb.unlink(missing_ok=True)
+    _atomic_write_text(out_path, nbformat.writes(nb))
+    _atomic_write_text(run_dir / REPORT_FILE, _render_html(nb, spec.name))
+
+    metrics, skipped_inputs, metrics_error = read_notebook_metrics(run_dir)
+    record = {
+        "name": spec.name,
+        "notebook": spec.notebook,
+        "parameters": spec.parameters,
+        "hash": digest,
+        "status": "failed" if error else "ok",
+        "error": error,
+        "git": git_info(),
+        "versions": package_versions(),
+        "hardware": hardware_info(),
+        "kernel": kernel_name or "python3",
+        "started": started,
+        "finished": finished,
+        "wall_s": round(wall_s, 3),
+        "metrics": metrics,
+        "skipped_inputs": skipped_inputs,
+    }
+    if metrics_error:
+        record["metrics_error"] = metrics_error
+    _atomic_write_json(run_dir / RUN_RECORD_FILE, record)
+    return RunResult(name=spec.name, status=record["status"], run_dir=run_dir, record=record)
+
+
+def read_run_record(run_dir: str | os.PathLike) -> dict | None:
+    """The ``run.json`` of a run directory, or None if missing or unreadable."""
+    try:
+        data = json.loads((Path(run_dir) / RUN_RECORD_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def run_study(
+    specs: list[RunSpec],
+    reports_dir: str | os.PathLike = "reports",
+    *,
+    force: bool = False,
+    kernel_name: str | None = None,
+    progress: bool = True,
+    notebooks_dir: str | os.PathLike | None = None,
+) -> list[RunResult]:
+    """Execute the runs of a study in order, rebuilding ``<reports_dir>/index.html`` after each.
+
+    A run whose ``run.json`` has status ``ok`` and the same :func:`run_hash` is skipped
+    (``RunResult.skipped``) unless ``force``. Failed runs do not stop the study.
+
+    Args:
+        specs: the runs (e.g. from :func:`load_study`); names must be unique.
+        reports_dir: root of the reports.
+        force: re-run finished runs too.
+        kernel_name: passed to :func:`execute_run`.
+        progress: show progress bars (over runs, and papermill's over cells).
+        notebooks_dir: where relative notebook paths are resolved (default ``notebooks/``).
+
+    Returns:
+        One :class:`RunResult` per spec, in order.
+
+    Raises:
+        ValueError: duplicate or invalid run names.
+        FileNotFoundError: a notebook does not exist (checked before anything runs).
+    """
+    from tqdm.auto import tqdm
+
+    names = [s.name for s in specs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"duplicate run names: {dupes}")
+    for s in specs:
+        _check_name(s.name)
+        resolve_notebook(s.notebook, notebooks_dir)
+
+    reports = Path(reports_dir).resolve()
+    results: list[RunResult] = []
+    bar = tqdm(specs, desc="study", unit="run", disable=not progress)
+    for spec in bar:
+        bar.set_postfix_str(spec.name)
+        previous = read_run_record(reports / spec.name)
+        if (
+            not force
+            and previous is not None
+            and previous.get("status") == "ok"
+            and previous.get("hash") == run_hash(spec, notebooks_dir)
+        ):
+            results.append(RunResult(spec.name, "ok", reports / spec.name, previous, skipped=True))
+        else:
+            results.append(
+                execute_run(
+                    spec, reports, kernel_name=kernel_name, progress=progress, notebooks_dir=notebooks_dir
+                )
+            )
+        write_index(reports)
+    bar.close()
+    if not specs:
+        write_index(reports)
+    return results
+
+
+# ----------------------------------------------------------------------------- index
+
+_CSS = """
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2rem auto;
+       max-width: 1200px; padding: 0 1rem; color: #1f2328; }
+h1 { font-size: 1.5rem; margin-bottom: .2rem; } h2 { font-size: 1.15rem; margin-top: 2rem; }
+p.meta { color: #656d76; margin-top: 0; }
+table { border-collapse: collapse; width: 100%; }
+th, td { text-align: left; padding: .35rem .6rem; border-bottom: 1px solid #d0d7de; vertical-align: top; }
+th { background: #f6f8fa; font-weight: 600; }
+tr:hover td { background: #f6f8fa; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+code, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: .9em; }
+.ok { color: #1a7f37; font-weight: 600; } .failed { color: #cf222e; font-weight: 600; }
+.err { color: #cf222e; font-size: .85em; } .dirty { color: #9a6700; }
+ul.metrics { list-style: none; margin: 0; padding: 0; }
+a { color: #0969da; text-decoration: none; } a:hover { text-decoration: underline; }
+"""
+
+
+def _esc(value: Any) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def format_value(value: Any) -> str:
+    """Format a metric for display: floats with 3 decimals (3 significant digits when tiny/huge)."""
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return str(value)
+        if value == 0 or 1e-3 <= abs(value) < 1e6:
+            return f"{value:.3f}"
+        return f"{value:.3g}"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, default=str)
+    return str(value)
+
+
+def format_duration(seconds: Any) -> str:
+    """Format a wall time in seconds as ``"12.3 s"``, ``"4m 05s"`` or ``"1h 02m"`` ("" if not a number)."""
+    if not isinstance(seconds, (int, float)):
+        return ""
+    s = float(seconds)
+    if s < 60:
+        return f"{s:.1f} s"
+    m, s = divmod(int(round(s)), 60)
+    if m < 60:
+        return f"{m}m {s:02d}s"
+    h, m = divmod(m, 60)
+    return f"{h}h {m:02d}m"
+
+
+def _metrics_cell(metrics: Any) -> str:
+    if not isinstance(metrics, dict) or not metrics:
+        return ""
+    items = [
+        f"<li><code>{_esc(k)}</code> = {_esc(format_value(v))}</li>"
+        for k, v in metrics.items()
+        if k != "paper_vs_ours"
+    ]
+    return f'<ul class="metrics">{"".join(items)}</ul>'
+
+
+def _commit_cell(git: Any) -> str:
+    if not isinstance(git, dict) or not git.get("commit"):
+        return ""
+    out = f'<span class="mono" title="{_esc(git["commit"])}">{_esc(str(git["commit"])[:10])}</span>'
+    if git.get("dirty"):
+        out += ' <span class="dirty">(dirty)</span>'
+    return out
+
+
+def write_index(reports_dir: str | os.PathLike = "reports") -> Path:
+    """Write ``<reports_dir>/index.html``: a self-contained page listing every run.
+
+    Lists each subdirectory holding a ``run.json`` (sorted by name): name linked to its
+    report, notebook, status (failed in red, with the error), wall time, metrics (floats
+    to 3 decimals), commit and finished time; plus a "paper vs ours" table built from
+    every run's ``metrics["paper_vs_ours"]`` (list of ``{metric, paper, ours, scale,
+    model}``). Every string from run records is HTML-escaped. No external resources.
+
+    Args:
+        reports_dir: root of the reports (created if missing).
+
+    Returns:
+        Path of the index file.
+    """
+    reports = Path(reports_dir)
+    reports.mkdir(parents=True, exist_ok=True)
+    rows, comparisons = [], []
+    for run_dir in sorted(p for p in reports.iterdir() if p.is_dir() and (p / RUN_RECORD_FILE).is_file()):
+        rec = read_run_record(run_dir)
+        href = _esc(urllib.parse.quote(run_dir.name) + "/" + REPORT_FILE)
+        if rec is None:
+            rows.append(
+                f'<tr><td><a href="{href}">{_esc(run_dir.name)}</a></td><td></td>'
+                f'<td class="failed">unreadable run.json</td><td></td><td></td><td></td><td></td></tr>'
+            )
+            continue
+        status = str(rec.get("status", "?"))
+        status_html = f'<span class="{"ok" if status == "ok" else "failed"}">{_esc(status)}</span>'
+        if rec.get("error"):
+            status_html += f'<div class="err">{_esc(rec["error"])}</div>'
+        rows.append(
+            "<tr>"
+            f'<td><a href="{href}">{_esc(rec.get("name", run_dir.name))}</a></td>'
+            f'<td class="mono">{_esc(rec.get("notebook"))}</td>'
+            f"<td>{status_html}</td>"
+            f'<td class="num">{_esc(format_duration(rec.get("wall_s")))}</td>'
+            f"<td>{_metrics_cell(rec.get('metrics'))}</td>"
+            f"<td>{_commit_cell(rec.get('git'))}</td>"
+            f"<td>{_esc(rec.get('finished'))}</td>"
+            "</tr>"
+        )
+        pvo = (
+            (rec.get("metrics") or {}).get("paper_vs_ours") if isinstance(rec.get("metrics"), dict) else None
+        )
+        if isinstance(pvo, list):
+            for item in pvo:
+                if isinstance(item, dict):
+                    comparisons.append((rec.get("name", run_dir.name), item))
+
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        "<title>jrl study reports</title>",
+        f"<style>{_CSS}</style></head><body>",
+        "<h1>Study reports</h1>",
+        f'<p class="meta">{len(rows)} run(s) · index written {_esc(_now())}</p>',
+        "<table><thead><tr><th>run</th><th>notebook</th><th>status</th><th>wall</th>"
+        "<th>metrics</th><th>commit</th><th>finished</th></tr></thead><tbody>",
+        *(rows or ['<tr><td colspan="7">no runs yet</td></tr>']),
+        "</tbody></table>",
+    ]
+    if comparisons:
+        parts += [
+            "<h2>Paper vs ours</h2>",
+            "<table><thead><tr><th>run</th><th>model</th><th>scale</th><th>metric</th>"
+            '<th class="num">paper</th><th class="num">ours</th></tr></thead><tbody>',
+        ]
+        for run_name, item in comparisons:
+            parts.append(
+                "<tr>"
+                f"<td>{_esc(run_name)}</td><td>{_esc(item.get('model'))}</td>"
+                f"<td>{_esc(item.get('scale'))}</td><td>{_esc(item.get('metric'))}</td>"
+                f'<td class="num">{_esc(format_value(item.get("paper")))}</td>'
+                f'<td class="num">{_esc(format_value(item.get("ours")))}</td>'
+                "</tr>"
+            )
+        parts.append("</tbody></table>")
+    parts.append("</body></html>\n")
+    path = reports / "index.html"
+    _atomic_write_text(path, "\n".join(parts))
+    return path
+
+
+__all__ = [
+    "METRICS_FILE",
+    "NOTEBOOKS_DIR",
+    "REPO_ROOT",
+    "STUDIES_DIR",
+    "RunResult",
+    "RunSpec",
+    "execute_run",
+    "format_duration",
+    "format_value",
+    "git_info",
+    "hardware_info",
+    "load_study",
+    "package_versions",
+    "read_notebook_metrics",
+    "read_run_record",
+    "resolve_notebook",
+    "run_hash",
+    "run_study",
+    "write_index",
+]

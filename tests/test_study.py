@@ -1,0 +1,369 @@
+"""Study layer: papermill runs → executed notebook + self-contained HTML + run.json → index.
+
+Tiny notebooks are written on the fly; one module-scoped study (ok, failing, ok) is
+executed once and shared, so the whole file starts only a handful of kernels.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from jrl_core.cli import main
+from jrl_core.study import (
+    RunSpec,
+    execute_run,
+    load_study,
+    run_hash,
+    run_study,
+    write_index,
+)
+
+XSS = "<script>alert(1)</script>"
+
+PARAMETERS = "label = 'default'\nscale = 1.0\nrun_dir = None"
+FIGURE = (
+    "%matplotlib inline\n"
+    "import matplotlib.pyplot as plt\n"
+    "fig, ax = plt.subplots(figsize=(2, 2))\n"
+    "ax.plot([0, 1], [0, scale])\n"
+    "plt.show()"
+)
+METRICS = (
+    "import json, os, sys, pathlib\n"
+    "pathlib.Path(run_dir, 'metrics.json').write_text(json.dumps({\n"
+    "    'acc_before': 0.25, 'acc_after': 0.123456 * scale, 'label': label,\n"
+    "    'kernel_prefix': sys.prefix, 'cwd': os.getcwd(),\n"
+    "    'skipped_inputs': {'too_small': 2},\n"
+    "    'paper_vs_ours': [{'metric': 'acc 2x1', 'paper': 0.98, 'ours': 0.5, 'scale': 'nano', 'model': label}],\n"
+    "}))\n"
+    "print('scale is', scale)"
+)
+
+
+def _write_notebook(path: Path, *, fail: bool = False) -> Path:
+    nb = new_notebook()
+    params = new_code_cell(PARAMETERS)
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, new_code_cell(FIGURE), new_code_cell(METRICS)]
+    if fail:
+        nb.cells.append(new_code_cell("raise RuntimeError('the-rollout-exploded')"))
+        nb.cells.append(new_code_cell("print('never reached')"))
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def notebooks(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("notebooks")
+    _write_notebook(d / "ok.ipynb")
+    _write_notebook(d / "bad.ipynb", fail=True)
+    return d
+
+
+@pytest.fixture(scope="module")
+def specs() -> list[RunSpec]:
+    return [
+        RunSpec("ok.ipynb", "alpha", {"label": XSS, "scale": 2.0}),
+        RunSpec("bad.ipynb", "broken", {}),
+        RunSpec("ok.ipynb", "after_broken", {}),
+    ]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, notebooks, specs):
+    reports = tmp_path_factory.mktemp("reports")
+    results = run_study(specs, reports, notebooks_dir=notebooks, progress=False)
+    return reports, {r.name: r for r in results}
+
+
+# ----------------------------------------------------------------------------- execute_run
+
+
+def test_successful_run_writes_executed_notebook(study):
+    reports, _ = study
+    nb = nbformat.read(reports / "alpha" / "alpha.ipynb", as_version=4)
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1
+    assert "run_dir" in injected[0].source and "scale = 2.0" in injected[0].source
+    assert any(o.get("text", "").startswith("scale is 2.0") for c in nb.cells for o in c.get("outputs", []))
+
+
+def test_successful_run_html_is_self_contained_with_embedded_figure(study):
+    reports, _ = study
+    page = (reports / "alpha" / "index.html").read_text()
+    assert "data:image/png;base64," in page
+    assert 'src="alpha_files' not in page  # no figure written next to the page
+
+
+def test_run_json_records_provenance_and_notebook_metrics(study):
+    reports, results = study
+    rec = json.loads((reports / "alpha" / "run.json").read_text())
+    assert rec == results["alpha"].record
+    for key in (
+        "name",
+        "notebook",
+        "parameters",
+        "hash",
+        "status",
+        "error",
+        "git",
+        "versions",
+        "hardware",
+        "started",
+        "finished",
+        "wall_s",
+        "metrics",
+        "skipped_inputs",
+    ):
+        assert key in rec, key
+    assert rec["status"] == "ok" and rec["error"] is None
+    assert rec["parameters"] == {"label": XSS, "scale": 2.0}
+    assert len(rec["hash"]) == 12
+    assert rec["git"] is None or len(rec["git"]["commit"]) == 40
+    assert {
+        "torch",
+        "transformers",
+        "trl",
+        "peft",
+        "accelerate",
+        "datasets",
+        "papermill",
+        "numpy",
+        "python",
+    } <= set(rec["versions"])
+    assert {"platform", "cpu_count", "cuda_available", "cuda_device"} <= set(rec["hardware"])
+    assert rec["wall_s"] > 0 and rec["started"] <= rec["finished"]
+    assert rec["metrics"]["acc_after"] == pytest.approx(0.246912)
+    assert rec["skipped_inputs"] == {"too_small": 2}
+
+
+def test_kernel_is_this_interpreter_and_cwd_is_repo_root(study):
+    reports, results = study
+    metrics = results["alpha"].record["metrics"]
+    assert metrics["kernel_prefix"] == sys.prefix
+    assert Path(metrics["cwd"]) == Path(__file__).resolve().parent.parent
+
+
+def test_writes_are_atomic_no_temporary_files_left(study):
+    reports, _ = study
+    leftovers = [p for p in reports.rglob("*") if p.name.startswith(".") or p.name.endswith(".tmp")]
+    assert leftovers == []
+
+
+def test_failed_run_keeps_partial_report_with_error(study):
+    reports, results = study
+    broken = results["broken"]
+    assert broken.status == "failed"
+    assert "the-rollout-exploded" in broken.error
+    page = (reports / "broken" / "index.html").read_text()
+    assert "the-rollout-exploded" in page
+    assert "data:image/png;base64," in page  # cells before the error kept their outputs
+    nb = nbformat.read(reports / "broken" / "broken.ipynb", as_version=4)
+    assert any(o.get("output_type") == "error" for c in nb.cells for o in c.get("outputs", []))
+    assert json.loads((reports / "broken" / "run.json").read_text())["status"] == "failed"
+
+
+def test_run_after_a_failure_still_executes(study):
+    _, results = study
+    assert results["after_broken"].status == "ok"
+    assert results["after_broken"].record["metrics"]["label"] == "default"
+
+
+def test_run_dir_parameter_is_reserved(notebooks, tmp_path):
+    with pytest.raises(ValueError, match="run_dir"):
+        execute_run(RunSpec("ok.ipynb", "x", {"run_dir": "/tmp"}), tmp_path, notebooks_dir=notebooks)
+
+
+def test_run_name_must_be_a_plain_directory_name(notebooks, tmp_path):
+    with pytest.raises(ValueError, match="run name"):
+        execute_run(RunSpec("ok.ipynb", "../escape"), tmp_path, notebooks_dir=notebooks)
+
+
+# ----------------------------------------------------------------------------- run_study
+
+
+def test_run_hash_is_stable_and_depends_on_parameters_and_notebook(notebooks):
+    a = RunSpec("ok.ipynb", "a", {"x": 1, "y": 2})
+    assert run_hash(a, notebooks) == run_hash(RunSpec("ok.ipynb", "b", {"y": 2, "x": 1}), notebooks)
+    assert run_hash(a, notebooks) != run_hash(RunSpec("ok.ipynb", "a", {"x": 1, "y": 3}), notebooks)
+    assert run_hash(a, notebooks) != run_hash(RunSpec("bad.ipynb", "a", {"x": 1, "y": 2}), notebooks)
+
+
+def test_second_study_skips_finished_runs_and_reruns_changed_ones(study, specs, notebooks, tmp_path):
+    reports = tmp_path / "reports"
+    shutil.copytree(study[0], reports)
+    alpha = specs[0]
+    again = run_study([alpha], reports, notebooks_dir=notebooks, progress=False)
+    assert again[0].skipped and again[0].status == "ok"
+    assert again[0].record["finished"] == study[1]["alpha"].record["finished"]
+
+    changed = RunSpec(alpha.notebook, alpha.name, {**alpha.parameters, "scale": 3.0})
+    rerun = run_study([changed], reports, notebooks_dir=notebooks, progress=False)
+    assert not rerun[0].skipped and rerun[0].status == "ok"
+    assert rerun[0].record["hash"] != again[0].record["hash"]
+    assert rerun[0].record["metrics"]["acc_after"] == pytest.approx(0.123456 * 3)
+
+
+def test_study_rejects_duplicate_names(notebooks, tmp_path):
+    with pytest.raises(ValueError, match="duplicate"):
+        run_study([RunSpec("ok.ipynb", "a"), RunSpec("ok.ipynb", "a")], tmp_path, notebooks_dir=notebooks)
+
+
+# ----------------------------------------------------------------------------- index
+
+
+def test_index_lists_every_run_with_links_and_status(study):
+    reports, _ = study
+    page = (reports / "index.html").read_text()
+    for name in ("alpha", "broken", "after_broken"):
+        assert f'href="{name}/index.html"' in page
+    assert 'class="failed"' in page and "the-rollout-exploded" in page
+    assert "0.247" in page  # acc_after formatted to 3 digits
+    assert "Paper vs ours" in page
+    assert "http://" not in page and "https://" not in page  # no external resources
+
+
+def test_index_escapes_untrusted_strings(study, tmp_path):
+    reports = tmp_path / "reports"
+    shutil.copytree(study[0], reports)
+    evil = reports / "evil"
+    evil.mkdir()
+    (evil / "run.json").write_text(
+        json.dumps(
+            {
+                "name": XSS,
+                "notebook": XSS,
+                "status": XSS,
+                "error": XSS,
+                "finished": XSS,
+                "metrics": {XSS: XSS},
+                "git": {"commit": XSS, "dirty": True},
+            }
+        )
+    )
+    page = write_index(reports).read_text()
+    assert "<script>alert" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_index_of_empty_reports_dir_is_valid(tmp_path):
+    page = write_index(tmp_path / "nothing").read_text()
+    assert "no runs yet" in page
+
+
+# ----------------------------------------------------------------------------- load_study
+
+
+def test_load_study_merges_defaults_under_run_parameters(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "defaults: {seed: 0, steps: 5}\n"
+        "runs:\n"
+        "  - {notebook: a.ipynb, name: a, parameters: {steps: 7}}\n"
+        "  - {notebook: b.ipynb, name: b}\n"
+    )
+    a, b = load_study(path)
+    assert a == RunSpec("a.ipynb", "a", {"seed": 0, "steps": 7})
+    assert b.parameters == {"seed": 0, "steps": 5}
+
+
+def test_repository_studies_load():
+    for name in ("quick", "full"):
+        specs = load_study(name)
+        assert [s.name for s in specs][:1] == ["rq1_jigsaw_2x1_pair"]
+        assert specs[0].notebook == "rq1_jigsaw.ipynb"
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("runs: [\n", "invalid YAML"),
+        ("- a\n- b\n", "runs"),
+        ("defaults: {}\n", "runs"),
+        ("runs: []\n", "runs"),
+        ("runs: [{name: a}]\n", "notebook"),
+        ("runs: [{notebook: a.ipynb}]\n", "name"),
+        ("runs: [{notebook: a.ipynb, name: a, parameters: [1, 2]}]\n", "parameters"),
+        ("runs: [{notebook: a.ipynb, name: a, paramters: {}}]\n", "paramters"),
+        ("runs: [{notebook: a.ipynb, name: a}]\ndefaults: [1]\n", "defaults"),
+        ("runs: [{notebook: a.ipynb, name: a}, {notebook: b.ipynb, name: a}]\n", "duplicated"),
+        ("runs: [{notebook: a.ipynb, name: 'a/b'}]\n", "name"),
+    ],
+)
+def test_load_study_malformed_raises_value_error_naming_file_and_key(tmp_path, text, key):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError) as info:
+        load_study(path)
+    assert str(path) in str(info.value)
+    assert key in str(info.value)
+
+
+def test_load_study_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_study(tmp_path / "nope.yaml")
+
+
+# ----------------------------------------------------------------------------- cli
+
+
+def test_cli_index(study, capsys):
+    assert main(["index", "--reports", str(study[0])]) == 0
+    assert capsys.readouterr().out.strip().endswith("index.html")
+
+
+def test_cli_study_exit_status_counts_failures_and_only_filters(study, notebooks, tmp_path, capsys):
+    reports = tmp_path / "reports"
+    shutil.copytree(study[0], reports)
+    # a study file whose notebooks are absolute paths; the finished run is skipped
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "runs:\n"
+        f"  - {{notebook: {notebooks / 'ok.ipynb'}, name: alpha, parameters: {{label: '{XSS}', scale: 2.0}}}}\n"
+        f"  - {{notebook: {notebooks / 'bad.ipynb'}, name: broken}}\n"
+    )
+    assert main(["study", str(path), "--reports", str(reports), "--only", "alpha"]) == 0
+    out = capsys.readouterr().out
+    assert "alpha" in out and "cached" in out and "index.html" in out
+    # without --only the failed run is retried (it is never cached) and the exit status counts it
+    assert main(["study", str(path), "--reports", str(reports)]) == 1
+    assert "FAILED broken" in capsys.readouterr().err
+
+
+def test_cli_only_unknown_name_exits_2(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("runs: [{notebook: a.ipynb, name: a}]\n")
+    with pytest.raises(SystemExit) as info:
+        main(["study", str(path), "--reports", str(tmp_path), "--only", "nope"])
+    assert info.value.code == 2
+
+
+def test_cli_run_parses_parameter_values_as_yaml(notebooks, tmp_path):
+    status = main(
+        [
+            "run",
+            str(notebooks / "ok.ipynb"),
+            "-p",
+            "scale",
+            "0.5",
+            "-p",
+            "label",
+            "yes please",
+            "--name",
+            "single",
+            "--reports",
+            str(tmp_path),
+        ]
+    )
+    assert status == 0
+    rec = json.loads((tmp_path / "single" / "run.json").read_text())
+    assert rec["parameters"] == {"scale": 0.5, "label": "yes please"}
+    assert (tmp_path / "index.html").is_file()
