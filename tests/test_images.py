@@ -1,0 +1,216 @@
+"""Photo sources, splits, conversions and views (jrl_core.images)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jrl_core.images import (
+    SKIMAGE_PHOTOS,
+    SKIMAGE_TEST,
+    Photo,
+    SkipRecord,
+    hash_split,
+    load_photos,
+    sample_views,
+    to_rgb,
+)
+
+
+@pytest.fixture(scope="module")
+def skimage_train() -> list[Photo]:
+    return load_photos("skimage", "train")
+
+
+def _save(path, image, **kwargs):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, **kwargs)
+    return path
+
+
+# ---------------------------------------------------------------- skimage source
+
+
+def test_skimage_split_by_photo_has_no_overlap(skimage_train):
+    train = {p.image_id for p in skimage_train}
+    test = {p.image_id for p in load_photos("skimage", "test")}
+    assert train.isdisjoint(test)
+    assert test == set(SKIMAGE_TEST)
+    assert train | test == set(SKIMAGE_PHOTOS)
+
+
+def test_skimage_photos_are_rgb_and_exclude_non_photos(skimage_train):
+    assert all(p.image.mode == "RGB" for p in skimage_train)
+    ids = {p.image_id for p in load_photos("skimage", "all")}
+    assert not ids & {"horse", "logo", "color", "chessboard_GRAY", "phantom", "motorcycle_right"}
+
+
+# ---------------------------------------------------------------- conversions
+
+
+def test_grayscale_becomes_three_equal_channels(tmp_path):
+    _save(tmp_path / "g.png", Image.new("L", (80, 70), 77))
+    (photo,) = load_photos(str(tmp_path), "all")
+    assert photo.image.mode == "RGB"
+    assert photo.image.getpixel((5, 5)) == (77, 77, 77)
+
+
+def test_rgba_is_composited_on_white(tmp_path):
+    image = Image.new("RGBA", (80, 70), (255, 0, 0, 255))
+    image.putpixel((0, 0), (0, 0, 0, 0))
+    _save(tmp_path / "a.png", image)
+    (photo,) = load_photos(str(tmp_path), "all")
+    assert photo.image.getpixel((0, 0)) == (255, 255, 255)
+    assert photo.image.getpixel((5, 5)) == (255, 0, 0)
+
+
+def test_palette_image_is_converted_to_rgb(tmp_path):
+    image = Image.new("RGB", (80, 70), (10, 200, 30)).convert("P", palette=Image.Palette.ADAPTIVE)
+    _save(tmp_path / "p.png", image)
+    (photo,) = load_photos(str(tmp_path), "all")
+    assert photo.image.mode == "RGB"
+    assert photo.image.getpixel((3, 3)) == (10, 200, 30)
+
+
+def test_16_bit_grayscale_is_scaled_to_8_bit(tmp_path):
+    arr = np.full((70, 80), 65535, dtype=np.uint16)
+    arr[:, :40] = 257 * 100
+    _save(tmp_path / "deep.png", Image.fromarray(arr))
+    (photo,) = load_photos(str(tmp_path), "all")
+    assert photo.image.getpixel((0, 0)) == (100, 100, 100)
+    assert photo.image.getpixel((79, 0)) == (255, 255, 255)
+
+
+def test_exif_rotated_jpeg_is_made_upright(tmp_path):
+    image = Image.new("RGB", (120, 80), (0, 0, 255))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: display rotated 90° clockwise
+    _save(tmp_path / "phone.jpg", image, exif=exif)
+    (photo,) = load_photos(str(tmp_path), "all")
+    assert photo.image.size == (80, 120)
+
+
+def test_to_rgb_float_image_in_unit_range():
+    image = Image.fromarray(np.full((4, 4), 0.5, dtype=np.float32), mode="F")
+    assert to_rgb(image).getpixel((0, 0)) == (128, 128, 128)
+
+
+def test_photo_rejects_non_rgb_image():
+    with pytest.raises(ValueError, match="to_rgb"):
+        Photo("x", Image.new("L", (4, 4)))
+
+
+# ---------------------------------------------------------------- skipping, errors
+
+
+def test_unreadable_and_too_small_files_are_skipped_with_warning_and_counted(tmp_path):
+    _save(tmp_path / "good.png", Image.new("RGB", (80, 80)))
+    _save(tmp_path / "tiny.png", Image.new("RGB", (80, 10)))
+    (tmp_path / "broken.jpg").write_bytes(b"not an image at all")
+    record = SkipRecord()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        photos = load_photos(str(tmp_path), "all", record=record)
+    assert [p.image_id for p in photos] == ["good.png"]
+    assert record.skipped == {"unreadable": 1, "too_small": 1}
+    messages = " ".join(str(w.message) for w in caught)
+    assert "broken.jpg" in messages and "tiny.png" in messages
+    assert record.to_dict()["total"] == 2
+
+
+def test_unknown_source_raises_naming_input(tmp_path):
+    with pytest.raises(ValueError, match="nowhere"):
+        load_photos(str(tmp_path / "nowhere"))
+
+
+def test_unknown_split_raises():
+    with pytest.raises(ValueError, match="validation"):
+        load_photos("skimage", "validation")
+
+
+def test_empty_result_raises(tmp_path):
+    with pytest.raises(ValueError, match="no usable photo"):
+        load_photos(str(tmp_path), "all")
+
+
+# ---------------------------------------------------------------- folder and COCO splits
+
+
+def test_folder_hash_split_is_a_partition(tmp_path):
+    for i in range(30):
+        _save(tmp_path / f"sub{i % 3}" / f"im{i}.png", Image.new("RGB", (64, 64), (i, i, i)))
+    train = {p.image_id for p in load_photos(str(tmp_path), "train")}
+    test = {p.image_id for p in load_photos(str(tmp_path), "test")}
+    assert train.isdisjoint(test) and len(train | test) == 30
+    assert all(hash_split(i) == "train" for i in train)
+    assert "sub0/im0.png" in train | test  # ids are relative POSIX paths
+
+
+def test_hash_split_is_stable():
+    assert hash_split("COCO_train2014_000000000009.jpg") == hash_split("COCO_train2014_000000000009.jpg")
+    shares = sum(hash_split(f"f{i}") == "train" for i in range(2000)) / 2000
+    assert 0.75 < shares < 0.85
+
+
+def test_coco_layout_with_file_list(tmp_path):
+    names = [f"COCO_{i}.jpg" for i in range(10)]
+    for name in names:
+        _save(tmp_path / "coco" / "train2014" / name, Image.new("RGB", (70, 70)))
+    (tmp_path / "coco" / "train2014.json").write_text(json.dumps(names))
+    photos = load_photos(str(tmp_path), "all")
+    assert sorted(p.image_id for p in photos) == sorted(names)
+
+
+def test_coco_layout_dict_with_explicit_split(tmp_path):
+    images = [{"file_name": f"c{i}.jpg", "split": "test" if i < 3 else "train"} for i in range(6)]
+    for item in images:
+        _save(tmp_path / "coco" / "train2014" / item["file_name"], Image.new("RGB", (70, 70)))
+    (tmp_path / "coco" / "train2014.json").write_text(json.dumps({"images": images}))
+    assert {p.image_id for p in load_photos(str(tmp_path), "test")} == {"c0.jpg", "c1.jpg", "c2.jpg"}
+
+
+def test_coco_listed_but_missing_file_is_counted(tmp_path):
+    _save(tmp_path / "coco" / "train2014" / "here.jpg", Image.new("RGB", (70, 70)))
+    (tmp_path / "coco" / "train2014.json").write_text(json.dumps(["here.jpg", "gone.jpg"]))
+    record = SkipRecord()
+    with pytest.warns(UserWarning, match="gone.jpg"):
+        photos = load_photos(str(tmp_path), "all", record=record)
+    assert len(photos) == 1 and record.skipped == {"missing": 1}
+
+
+# ---------------------------------------------------------------- views
+
+
+def test_sample_views_are_deterministic_and_sized(skimage_train):
+    a = sample_views(skimage_train, 20, seed=3, size=48)
+    b = sample_views(skimage_train, 20, seed=3, size=48)
+    assert [v.image.tobytes() for v in a] == [v.image.tobytes() for v in b]
+    assert all(v.image.size == (48, 48) and v.image.mode == "RGB" for v in a)
+    assert a[0].image.tobytes() != sample_views(skimage_train, 1, seed=4, size=48)[0].image.tobytes()
+
+
+def test_sample_views_round_robin_ids(skimage_train):
+    views = sample_views(skimage_train, len(skimage_train) + 5, seed=0, size=16)
+    assert views[17].image_id == f"{skimage_train[17 % len(skimage_train)].image_id}#17"
+    assert {v.image_id.split("#")[0] for v in views} == {p.image_id for p in skimage_train}
+    assert views[len(skimage_train)].image_id == f"{skimage_train[0].image_id}#{len(skimage_train)}"
+
+
+def test_sample_views_never_flip_vertically():
+    arr = np.zeros((100, 100, 3), dtype=np.uint8)
+    arr[50:] = 255  # dark top, bright bottom
+    photo = Photo("half", Image.fromarray(arr))
+    for view in sample_views([photo], 40, seed=1, size=16, min_crop=0.9):
+        pixels = np.asarray(view.image, dtype=float)
+        assert pixels[:4].mean() < pixels[-4:].mean()
+
+
+def test_sample_views_rejects_bad_arguments(skimage_train):
+    with pytest.raises(ValueError):
+        sample_views([], 3, seed=0)
+    with pytest.raises(ValueError):
+        sample_views(skimage_train, 3, seed=0, min_crop=0.0)
