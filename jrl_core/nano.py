@@ -84,9 +84,9 @@ class NanoConfig:
     initializer_range: float = 0.1  # 0.02 makes a model this small ignore the image
     seed: int = 0
     # Visual instruction pretraining (jrl_core.perception); 0 steps = random init.
-    pretrain_steps: int = 1500
+    pretrain_steps: int = 600
     pretrain_batch: int = 32
-    pretrain_lr: float = 2e-3
+    pretrain_lr: float = 1e-3
     pretrain_tasks: tuple[str, ...] = ()  # empty = perception.DEFAULT_TASKS
     photo_source: str = "skimage"
     extra: dict = field(default_factory=dict, hash=False, compare=False)

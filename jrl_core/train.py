@@ -101,7 +101,7 @@ def grpo_config(settings: GRPOSettings, output_dir: str | Path, **overrides):
         num_generations=settings.num_generations,
         learning_rate=settings.learning_rate,
         lr_scheduler_type=settings.lr_scheduler_type,
-        warmup_ratio=settings.warmup_ratio,
+        warmup_steps=int(settings.warmup_ratio * settings.steps),
         beta=settings.beta,
         epsilon=settings.epsilon,
         num_iterations=settings.num_iterations,
@@ -169,7 +169,7 @@ def to_dataset(rows: list[dict]):
 
 
 def train_grpo(model, processor, rows: list[dict], settings: GRPOSettings, output_dir: str | Path, *,
-               reward_names: tuple[str, ...] = ("accuracy", "format"), callbacks: list | None = None,
+               reward_names: tuple = ("accuracy", "format"), callbacks: list | None = None,
                **config_overrides):
     """Train ``model`` with GRPO on ``rows``; returns ``(trainer, metrics DataFrame)``.
 
@@ -179,7 +179,7 @@ def train_grpo(model, processor, rows: list[dict], settings: GRPOSettings, outpu
         rows: dataset rows; need ``steps × prompts_per_step`` of them for one pass.
         settings: :class:`GRPOSettings` (:data:`NANO` or :data:`PAPER`).
         output_dir: checkpoints and ``train_log.csv``.
-        reward_names: names in :data:`jrl_core.rewards.REWARDS`, weighted by
+        reward_names: names in :data:`jrl_core.rewards.REWARDS` (or reward callables), weighted by
             ``settings.reward_weights`` (protocol §5: 1.0 accuracy + 0.5 format).
     Raises:
         ValueError: too few rows for the steps, or a weights/rewards length mismatch.
@@ -197,7 +197,7 @@ def train_grpo(model, processor, rows: list[dict], settings: GRPOSettings, outpu
     args = grpo_config(settings, output_dir, **config_overrides)
     trainer = GRPOTrainer(
         model=model,
-        reward_funcs=[rewards.get_reward(n) for n in reward_names],
+        reward_funcs=[rewards.get_reward(r) if isinstance(r, str) else r for r in reward_names],
         args=args,
         train_dataset=to_dataset(rows),
         processing_class=processor,

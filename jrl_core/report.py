@@ -1,0 +1,113 @@
+"""Report pieces a notebook displays: puzzle examples, metric tables, completions, metrics.json.
+
+Model completions are untrusted text: every string from a model or a record goes
+through ``html.escape`` before it reaches HTML. Images are embedded as base64 PNG so
+that a report is one self-contained file.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import html
+import io
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from jrl_core.plots import PAPER_TABLES
+
+
+def _img_tag(image, size: int = 112) -> str:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    b64 = base64.b64encode(buf.getvalue()).decode()
+    return f'<img src="data:image/png;base64,{b64}" width="{size}" height="{size}" alt="puzzle">'
+
+
+def _pre(text) -> str:
+    return f"<pre style='white-space:pre-wrap;margin:0'>{html.escape(str(text))}</pre>"
+
+
+class HTMLBlock(str):
+    """A string that Jupyter renders as HTML (``_repr_html_``)."""
+
+    def _repr_html_(self) -> str:
+        return str(self)
+
+
+def puzzle_examples(rows: list[dict], table: pd.DataFrame | None = None) -> HTMLBlock:
+    """An HTML table of puzzles: image, prompt text, solution and (optionally) the
+    model's completion from ``table`` (same order). All text escaped."""
+    head = "<tr><th>puzzle</th><th>prompt</th><th>solution</th><th>completion</th></tr>"
+    body = []
+    for i, r in enumerate(rows):
+        prompt = r["prompt"] if isinstance(r["prompt"], str) else r["prompt"][0]["content"][-1]["text"]
+        comp = table.iloc[i]["completion"] if table is not None and i < len(table) else ""
+        body.append(f"<tr><td>{_img_tag(r['image'])}</td><td>{_pre(prompt)}</td><td>{_pre(r['solution'])}</td>"
+                    f"<td>{_pre(comp)}</td></tr>")
+    return HTMLBlock(f"<table>{head}{''.join(body)}</table>")
+
+
+def completions_html(table: pd.DataFrame, columns=("image_id", "solution", "completion", "score", "format")) -> HTMLBlock:
+    """Completions as an escaped HTML table (``pandas.to_html(escape=True)``)."""
+    cols = [c for c in columns if c in table]
+    return HTMLBlock(table[cols].to_html(index=False, escape=True))
+
+
+def metrics_table(before, after) -> pd.DataFrame:
+    """Before/after summary (accuracy %, 95% CI, valid answers %, share of "A" %)."""
+    rows = []
+    for name, r in (("base", before), ("after GRPO", after)):
+        s = r.summary()
+        rows.append({"model": name, "accuracy %": 100 * s["accuracy"],
+                     "95% CI": f"{100 * s['ci_low']:.1f}–{100 * s['ci_high']:.1f}",
+                     "valid %": 100 * s["valid"], "answers 'A' %": 100 * s["share_A"],
+                     "random %": 100 * s["random"], "n": s["n"]})
+    return pd.DataFrame(rows).round(1)
+
+
+def paper_rows_table1(question_type: str, m: int, n: int, think: bool, model: str = "Qwen2.5-VL-3B") -> list[dict]:
+    """Jigsaw-R1 Table 1 (pair) / Table 7 (full) for ``model`` before and after its
+    2x1 training, as ``[{"label", "accuracy"}]`` with accuracy in [0, 1]; empty if the
+    paper has no such cell."""
+    table = "table1_pair" if question_type == "pair" else "table7_full"
+    df = pd.read_csv(PAPER_TABLES / "jigsaw_r1.csv")
+    mode = "thinking" if think else "non-thinking"
+    col = f"{m}x{n}" if m >= n else f"{n}x{m}"
+    out = []
+    for variant, label in (("base", f"{model} base"), (f"+jigsaw-2x1-{question_type}", f"{model} + GRPO 2x1")):
+        hit = df[(df.table == table) & (df.model == model) & (df["mode"] == mode) & (df.variant == variant)
+                 & (df.column == col)]
+        if len(hit):
+            out.append({"label": label, "accuracy": float(hit.value.iloc[0]) / 100})
+    return out
+
+
+def write_metrics(run_dir, *, model, scale, spec, settings, before, after, paper, skipped, log) -> dict:
+    """Write ``<run_dir>/metrics.json`` (atomically) for the study index: accuracy
+    before/after, valid and "A" shares, training summary, paper-vs-ours rows and the
+    skipped-input counts. Returns the dict."""
+    from jrl_core.train import atomic_write_text
+
+    b, a = before.summary(), after.summary()
+    label = f"{spec.m}x{spec.n} {spec.question_type} {'thinking' if spec.think else 'non-thinking'}"
+    metrics = {
+        "model": model, "scale": scale, "puzzle": label,
+        "acc_before": b["accuracy"], "acc_after": a["accuracy"],
+        "ci_after": [a["ci_low"], a["ci_high"]],
+        "valid_after": a["valid"], "share_A_after": a["share_A"], "random": b["random"], "n_test": b["n"],
+        "grpo_steps": settings.steps, "prompts_per_step": settings.prompts_per_step,
+        "final_frac_zero_std": float(log["frac_reward_zero_std"].tail(10).mean()) if "frac_reward_zero_std" in log else None,
+        "settings": dataclasses.asdict(settings),
+        "skipped_inputs": skipped.to_dict() if hasattr(skipped, "to_dict") else skipped,
+        "paper_vs_ours": [
+            {"metric": f"{label} accuracy, {p['label'].split(' ', 1)[1]}", "paper": p["accuracy"],
+             "ours": b["accuracy"] if "base" in p["label"] else a["accuracy"],
+             "scale": f"paper: {p['label'].split(' ')[0]} / ours: {scale}", "model": model}
+            for p in paper
+        ],
+    }
+    atomic_write_text(Path(run_dir) / "metrics.json", json.dumps(metrics, indent=2, default=str))
+    return metrics
