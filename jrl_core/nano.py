@@ -59,6 +59,9 @@ SPECIAL_TOKENS = [
 ]
 TAG_TOKENS = ["<think>", "</think>", "<answer>", "</answer>", "<reason>", "</reason>"]
 
+NANO_RECIPE_VERSION = 2
+"""Bumped whenever the build recipe changes in a way the config fields do not show."""
+
 DEFAULT_CACHE = Path(os.environ.get("JRL_CACHE", Path(__file__).resolve().parent.parent / ".cache"))
 
 
@@ -93,8 +96,12 @@ class NanoConfig:
 
     def key(self) -> str:
         """A 12-hex-digit hash of the fields that change the checkpoint."""
+        from jrl_core.perception import DEFAULT_TASKS
+
         d = dataclasses.asdict(self)
         d.pop("extra")
+        d["pretrain_tasks"] = list(self.pretrain_tasks or DEFAULT_TASKS)
+        d["recipe_version"] = NANO_RECIPE_VERSION
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -179,6 +179,27 @@ def _count_shapes(view, other, rng):
                [str(x) for x in range(1, 5) if x != k], "count_shapes", rng)
 
 
+GRID_SIZES = ((2, 1), (1, 2), (3, 1), (1, 3), (2, 2))
+
+
+def _grid_relation(view, other, rng):
+    """Reading the grid layout that jigsaw prompts spell out, with nothing shuffled: which
+    relation do grid positions k and l have *in the grid*? The answer follows from the
+    text alone (a real VLM knows this from language pretraining); no patch is permuted and
+    nothing is asked about an original image, so this is not a jigsaw question."""
+    from jrl_core.puzzles import grid_text, pair_choices, pair_relation
+
+    m, n = rng.choice(GRID_SIZES)
+    first, last = ("left", "right") if m == 1 else ("top", "bottom") if n == 1 else ("top-left", "bottom-right")
+    k, l = rng.sample(range(1, m * n + 1), 2)  # noqa: E741
+    truth = pair_relation(list(range(1, m * n + 1)), n, k, l)
+    wrong = [c for c in pair_choices(m, n, k, l) if c != truth]
+    q = (f"Consider a {m}x{n} grid, where each number represents a position index ranging from 1 ({first}) "
+         f"to {m * n} ({last}):\n\n```\n{grid_text(range(1, m * n + 1), m, n)}\n```\n\n"
+         f"For positions {k} and {l} of this grid, determine their relative position in the grid.")
+    return _mc(view, q, truth, wrong, "grid_relation", rng)
+
+
 TASKS: dict[str, Callable[[Image.Image, Image.Image, random.Random], PerceptionItem]] = {
     "same_photo_v": _halves_same_photo("v"),
     "same_photo_h": _halves_same_photo("h"),
@@ -189,10 +210,11 @@ TASKS: dict[str, Callable[[Image.Image, Image.Image, random.Random], PerceptionI
     "shape_relation": _shape_relation,
     "shape_colour": _shape_colour,
     "count_shapes": _count_shapes,
+    "grid_relation": _grid_relation,
 }
 """Task name -> generator. Each is a pure function of (view, other view, rng)."""
 
-DEFAULT_TASKS = ("same_photo_v", "same_photo_h", "brighter_v", "brighter_h", "shape_relation", "upside_down")
+DEFAULT_TASKS = ("same_photo_v", "same_photo_h", "brighter_v", "brighter_h", "grid_relation")
 """Pretraining tasks of the nano model (the rest of :data:`TASKS` are held out for the generalization suite)."""
 
 
