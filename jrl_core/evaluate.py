@@ -111,7 +111,7 @@ def evaluate(model, processor, rows: Sequence[dict], *, batch_size: int = 64, ma
     acc = rewards.accuracy_reward(completions, **cols)
     fmt = rewards.format_reward(completions, **{k: v for k, v in cols.items() if k != "solution"})
     exact = [1.0 if (a >= 1.0) else 0.0 for a in acc]
-    letters = [rewards.parse_letter(rewards.extract_answer(c, bool(t))) for c, t in zip(completions, cols["think"])]
+    letters = [rewards.parse_letter(rewards.extract_answer(c, bool(t))) for c, t in zip(completions, cols["think"], strict=False)]
     table = pd.DataFrame({
         "image_id": [r.get("image_id", "") for r in rows],
         "m": cols["m"], "n": cols["n"], "question_type": [r.get("question_type", "") for r in rows],

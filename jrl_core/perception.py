@@ -288,7 +288,7 @@ def letter_accuracy(model, processor, items: Sequence[PerceptionItem], batch_siz
             batch = processor(text=texts, images=[it.image for it in chunk], return_tensors="pt", padding=True)
             logits = model(**batch).logits[:, -1]
             pred = tok.convert_ids_to_tokens(logits.argmax(-1).tolist())
-            correct += sum(p == it.answer for p, it in zip(pred, chunk))
+            correct += sum(p == it.answer for p, it in zip(pred, chunk, strict=False))
     return correct / max(1, len(items))
 
 

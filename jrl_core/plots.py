@@ -46,7 +46,7 @@ def training_curves(log: pd.DataFrame, *, title: str = "", smooth: int = 10):
         ("frac_reward_zero_std", "share of groups with zero reward std"),
     ] if c in log]
     fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(4.2 * max(1, len(panels)), 3.2), squeeze=False)
-    for ax, (col, label) in zip(axes[0], panels):
+    for ax, (col, label) in zip(axes[0], panels, strict=False):
         ax.plot(log["step"], log[col], alpha=0.3, lw=1)
         ax.plot(log["step"], log[col].rolling(smooth, min_periods=1).mean(), lw=2)
         ax.set_xlabel("GRPO step")

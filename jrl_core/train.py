@@ -170,7 +170,7 @@ def to_dataset(rows: list[dict]):
 
 def train_grpo(model, processor, rows: list[dict], settings: GRPOSettings, output_dir: str | Path, *,
                reward_names: tuple = ("accuracy", "format"), callbacks: list | None = None,
-               **config_overrides):
+               save_final: bool = True, **config_overrides):
     """Train ``model`` with GRPO on ``rows``; returns ``(trainer, metrics DataFrame)``.
 
     Args:
@@ -178,7 +178,8 @@ def train_grpo(model, processor, rows: list[dict], settings: GRPOSettings, outpu
         processor: its processor (``Qwen2_5_VLProcessor`` for the nano model).
         rows: dataset rows; need ``steps × prompts_per_step`` of them for one pass.
         settings: :class:`GRPOSettings` (:data:`NANO` or :data:`PAPER`).
-        output_dir: checkpoints and ``train_log.csv``.
+        output_dir: checkpoints, ``train_log.csv`` and (``save_final``) the trained model in ``final/``,
+            loadable by :func:`jrl_core.nano.load_model`.
         reward_names: names in :data:`jrl_core.rewards.REWARDS` (or reward callables), weighted by
             ``settings.reward_weights`` (protocol §5: 1.0 accuracy + 0.5 format).
     Raises:
@@ -204,5 +205,8 @@ def train_grpo(model, processor, rows: list[dict], settings: GRPOSettings, outpu
         callbacks=[table, *(callbacks or [])],
     )
     trainer.train()
+    if save_final:
+        trainer.save_model(str(output_dir / "final"))
+        processor.save_pretrained(str(output_dir / "final"))
     (output_dir / "settings.json").write_text(json.dumps(dataclasses.asdict(settings), indent=2))
     return trainer, table.frame()
