@@ -1,10 +1,19 @@
 """Grid jigsaw puzzles, their questions and prompts (protocol §1-3; Jigsaw-R1 §3, App. A, App. I).
 
 A puzzle is an RGB image cut into an m×n grid whose patches are shuffled (:func:`make_grid_puzzle`).
-A question about it is either ``"full"`` (give the whole permutation as an m×n grid of indices) or
-``"pair"`` (multiple choice: the relative position of two patches in the original image). A
-dataset row (:func:`make_row`) bundles the shuffled image, the prompt in TRL's conversational form
-and the solution string that ``jrl_core.rewards`` scores.
+A question about it (protocol §2) is
+
+* ``"full"``: the whole permutation as an m×n grid of indices (forward or backward);
+* ``"pair"``: multiple choice, the relative position of two patches in the original image;
+* ``"single"``: the position index of one patch (forward) or of the patch for one position (backward);
+* ``"multiple"``: multiple choice among ``n_c`` candidate grids, one of them right;
+* ``"box"``: the patch-swap variant (Jigsaw-R1 App. A.2, :func:`make_box_puzzle`): one equal-size
+  patch per region, the patches deranged; answer the pixel box ``x1,y1,x2,y2`` where the patch now in
+  region k came from (scored by IoU).
+
+A dataset row (:func:`make_row`) bundles the shuffled image, the prompt in TRL's conversational form
+(or a plain string for base models), the solution string that ``jrl_core.rewards`` scores and the
+thinking mode (``jrl_core.modes``) the prompt was written for.
 
 Conventions (protocol §1):
 
@@ -19,6 +28,11 @@ Determinism: everything random about one item (the m/n swap, the shuffle, the pa
 choice order) is drawn from one ``random.Random(seed)`` in a fixed order, so a seed gives the same
 puzzle, question and prompt byte for byte on every process and machine. Python's ``hash()`` is
 never used.
+
+Input images: anything PIL opens. Non-RGB modes (grayscale, RGBA, palette, 16-bit, float) and
+EXIF-rotated photos go through ``jrl_core.images.to_rgb`` (white background for transparency, /257 for
+16-bit, EXIF orientation applied); an image giving patches under :data:`MIN_PATCH_PX` px per side
+raises a ``ValueError`` naming its size and the fix.
 """
 
 from __future__ import annotations
@@ -33,22 +47,26 @@ import numpy as np
 from PIL import Image
 
 from jrl_core.images import Photo, to_rgb
-from jrl_core.modes import get_mode
+from jrl_core.modes import MODES, ThinkingMode, get_mode
 
 __all__ = [
     "ANSWER_TYPE",
     "BASE_PREAMBLE",
+    "BOX_PATCH_RATIO",
     "IMPLEMENTED_QUESTION_TYPES",
     "MASK_INFO",
+    "MAX_CHOICES",
     "MIN_PATCH_PX",
     "PAIR_RELATIONS",
     "QUESTION_TYPES",
+    "BoxPuzzle",
     "GridPuzzle",
     "PuzzleSpec",
     "build_prompt_text",
     "build_rows",
     "grid_text",
     "item_seed",
+    "make_box_puzzle",
     "make_grid_puzzle",
     "make_row",
     "pair_choices",
@@ -56,6 +74,7 @@ __all__ = [
     "question_text",
     "random_baseline",
     "reassemble",
+    "reassemble_box",
 ]
 
 #: Every question type of protocol §2 and the answer type it is scored as.
@@ -67,10 +86,17 @@ ANSWER_TYPE: dict[str, str] = {
     "box": "box",
 }
 QUESTION_TYPES = tuple(ANSWER_TYPE)
-#: The question types this module builds today; the others are reserved names (protocol §2).
-IMPLEMENTED_QUESTION_TYPES = ("full", "pair")
-#: Smallest patch side in pixels accepted by :func:`make_grid_puzzle`.
+#: The question types this module builds (all of protocol §2).
+IMPLEMENTED_QUESTION_TYPES = QUESTION_TYPES
+#: Smallest patch (grid) or region (box) side in pixels accepted by :func:`make_grid_puzzle`.
 MIN_PATCH_PX = 2
+#: Most choices a lettered question can have: one per capital letter A-Z.
+MAX_CHOICES = 26
+#: Default number of candidate grids of a ``"multiple"`` question (reference default).
+DEFAULT_N_C = 4
+#: Side of a box-question patch as a share of its region's side (App. A.2 uses equal-size patches
+#: smaller than the regions; the reference's exact share is not published, 0.5 is the workbook's).
+BOX_PATCH_RATIO = 0.5
 
 #: The eight pair relations of protocol §2, in the published order; ``{k}``/``{l}`` are current positions.
 PAIR_RELATIONS: tuple[str, ...] = (
@@ -84,6 +110,9 @@ PAIR_RELATIONS: tuple[str, ...] = (
     "{k} is on the lower right of {l}",
 )
 MASK_INFO = " To increase the task difficulty, the borders of each patch have been masked out."
+#: Box questions open with one of these two sentences (reference ``generate_box_jigsaw_prompt``).
+BOX_INFO = "The input image is divided into {m}x{n} regions."
+BOX_MASK_INFO = "The input image is divided into {m}x{n} regions and the borders of each region have been masked out."
 #: Prefix of the plain-string prompt for base (non-instruct) models (protocol §3).
 BASE_PREAMBLE = (
     "A conversation between User and Assistant. The user asks a question about the image, "
@@ -98,16 +127,21 @@ class PuzzleSpec:
     Attributes:
         m: grid rows (≥ 1). Default 2 (the paper's 2x1 training size).
         n: grid columns (≥ 1); m·n ≥ 2.
-        question_type: ``"full"`` or ``"pair"`` (implemented); ``"single"``, ``"multiple"``, ``"box"``
-            are reserved for later (protocol §2). Default ``"pair"`` (Jigsaw-R1's main setting).
-        think: thinking prompt and ``<think>/<answer>`` format (True) or direct answer (False).
+        question_type: ``"full"``, ``"pair"``, ``"single"``, ``"multiple"`` or ``"box"`` (protocol §2).
+            Default ``"pair"`` (Jigsaw-R1's main setting).
+        think: thinking prompt and ``<think>/<answer>`` format (True) or direct answer (False). With
+            ``mode`` given it is set from the mode (``mode.think``).
         forward: ground truth as the forward permutation (the paper's only mode) or the backward one
-            (code-only option; full questions only).
+            (code-only option; full, single and multiple questions; pair and box are forward-only).
         shuffle_mn: swap m and n with probability 0.5 per item (paper §5 RQ1: 2x1 becomes 1x2).
         n_c: number of choices. Pair questions fix it (2 when m == 1 or n == 1, else 8); give None or
-            that number. Reserved for ``"multiple"`` (default 4 there).
+            that number. Multiple: the number of candidate grids, default 4, at most 26 (letters A-Z)
+            and at most (m·n)! (distinct grids). Must be None for full, single and box.
         mask_ratio: share of each patch side blacked out at its borders, in [0, 0.5); 0 = off
             (the paper's setting).
+        mode: a thinking-mode name (``jrl_core.modes.MODES``: ``"thinking"``, ``"non_thinking"``,
+            ``"cls_rl_thinking"``, ``"no_thinking_rl"``, ``"think_after_answer"``,
+            ``"adaptive_thinking"``); None (default) = ``"thinking"`` if ``think`` else ``"non_thinking"``.
 
     Raises:
         ValueError: a field out of range; the message names the field and the fix.
@@ -121,6 +155,7 @@ class PuzzleSpec:
     shuffle_mn: bool = False
     n_c: int | None = None
     mask_ratio: float = 0.0
+    mode: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("m", "n"):
@@ -134,16 +169,25 @@ class PuzzleSpec:
                 f"PuzzleSpec.question_type {self.question_type!r} is unknown; use one of "
                 f"{', '.join(IMPLEMENTED_QUESTION_TYPES)}."
             )
-        if self.question_type not in IMPLEMENTED_QUESTION_TYPES:
-            raise ValueError(
-                f"PuzzleSpec.question_type {self.question_type!r} is not implemented yet; use one of "
-                f"{', '.join(IMPLEMENTED_QUESTION_TYPES)}."
-            )
         for name in ("think", "forward", "shuffle_mn"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"PuzzleSpec.{name} must be True or False, got {getattr(self, name)!r}.")
-        if self.question_type == "pair" and not self.forward:
-            raise ValueError("PuzzleSpec: pair questions are forward-only (as in the reference); set forward=True.")
+        if self.mode is not None:
+            thinking_mode = get_mode(self.mode) if isinstance(self.mode, str) else None
+            if thinking_mode is None:
+                raise ValueError(
+                    f"PuzzleSpec.mode must be None or a mode name ({', '.join(MODES)}), got {self.mode!r}."
+                )
+            if self.think and not thinking_mode.think:
+                raise ValueError(
+                    f"PuzzleSpec: think=True contradicts mode={self.mode!r} (an untagged mode); "
+                    "drop think=True, the mode decides."
+                )
+            object.__setattr__(self, "think", thinking_mode.think)
+        if self.question_type in ("pair", "box") and not self.forward:
+            raise ValueError(
+                f"PuzzleSpec: {self.question_type} questions are forward-only (as in the reference); set forward=True."
+            )
         if self.n_c is not None:
             if isinstance(self.n_c, bool) or not isinstance(self.n_c, int) or self.n_c < 2:
                 raise ValueError(f"PuzzleSpec.n_c must be None or an int >= 2, got {self.n_c!r}.")
@@ -152,13 +196,43 @@ class PuzzleSpec:
                     f"PuzzleSpec.n_c={self.n_c} does not fit a {self.m}x{self.n} pair question, which has "
                     f"{_pair_n_c(self.m, self.n)} choices; leave n_c=None."
                 )
+            if self.question_type in ("full", "single", "box"):
+                raise ValueError(
+                    f"PuzzleSpec.n_c={self.n_c} has no meaning for {self.question_type} questions; leave n_c=None."
+                )
+        if self.question_type == "multiple":
+            n_c = self.choices
+            if n_c > MAX_CHOICES:
+                raise ValueError(
+                    f"PuzzleSpec.n_c={n_c}: a multiple question is answered with one letter A-Z, so at most "
+                    f"{MAX_CHOICES} candidates; lower n_c."
+                )
+            if n_c > math.factorial(self.m * self.n):
+                raise ValueError(
+                    f"PuzzleSpec.n_c={n_c}: a {self.m}x{self.n} grid has only {math.factorial(self.m * self.n)} "
+                    "distinct arrangements, fewer than the candidates asked for; lower n_c or use a larger grid."
+                )
         if not isinstance(self.mask_ratio, (int, float)) or not 0.0 <= self.mask_ratio < 0.5:
             raise ValueError(f"PuzzleSpec.mask_ratio must be in [0, 0.5), got {self.mask_ratio!r}; 0 turns masking off.")
 
     @property
     def answer_type(self) -> str:
-        """``"grid"`` for full, ``"letter"`` for pair (see :data:`ANSWER_TYPE`)."""
+        """``"grid"`` full, ``"letter"`` pair/multiple, ``"digit"`` single, ``"box"`` box (:data:`ANSWER_TYPE`)."""
         return ANSWER_TYPE[self.question_type]
+
+    @property
+    def thinking_mode(self) -> ThinkingMode:
+        """The :class:`~jrl_core.modes.ThinkingMode` of the prompt: ``mode``, else from ``think``."""
+        return get_mode(self.mode if self.mode is not None else self.think)
+
+    @property
+    def choices(self) -> int:
+        """Number of choices for lettered questions (pair: 2 or 8; multiple: ``n_c`` or 4); 0 otherwise."""
+        if self.question_type == "pair":
+            return _pair_n_c(self.m, self.n)
+        if self.question_type == "multiple":
+            return DEFAULT_N_C if self.n_c is None else self.n_c
+        return 0
 
 
 @dataclass
@@ -215,10 +289,19 @@ def _mask_borders(image: Image.Image, m: int, n: int, ratio: float) -> Image.Ima
     return Image.fromarray(arr)
 
 
-def _shuffle_image(image: Image.Image, m: int, n: int, rng: random.Random, mask_ratio: float) -> GridPuzzle:
+def _exif_rotated(image: Image.Image) -> bool:
+    try:
+        return image.getexif().get(0x0112, 1) not in (1, None)
+    except Exception:  # a broken EXIF block: leave the pixels as stored
+        return False
+
+
+def _as_rgb(image: Image.Image, m: int, n: int) -> Image.Image:
+    """Validate and convert the input image (documented in the module docstring)."""
     if not isinstance(image, Image.Image):
         raise ValueError(f"expected a PIL image, got {type(image).__name__}; open it with PIL.Image.open.")
-    image = to_rgb(image) if image.mode != "RGB" else image
+    if image.mode != "RGB" or _exif_rotated(image):
+        image = to_rgb(image)
     pw, ph = image.width // n, image.height // m
     if pw < MIN_PATCH_PX or ph < MIN_PATCH_PX:
         raise ValueError(
@@ -226,16 +309,26 @@ def _shuffle_image(image: Image.Image, m: int, n: int, rng: random.Random, mask_
             f"{MIN_PATCH_PX} px per side (width >= {MIN_PATCH_PX * n}, height >= {MIN_PATCH_PX * m}); "
             "use a larger image (e.g. sample_views(size=...)) or a smaller grid."
         )
-    original = image.crop((0, 0, pw * n, ph * m))
+    return image
+
+
+def _shuffle_image(
+    image: Image.Image, m: int, n: int, rng: random.Random, mask_ratio: float, *, keep_original: bool = True
+) -> GridPuzzle:
+    """Shuffle with one PIL crop + paste per patch, reading patches straight from the source (the
+    bottom/right remainder is never touched), so no cropped copy is made unless ``keep_original``."""
+    image = _as_rgb(image, m, n)
+    pw, ph = image.width // n, image.height // m
     forward = list(range(1, m * n + 1))
     rng.shuffle(forward)
     backward = [0] * (m * n)
-    shuffled = Image.new("RGB", original.size)
+    shuffled = Image.new("RGB", (pw * n, ph * m))
     for x, y in enumerate(forward, start=1):
         backward[y - 1] = x
-        shuffled.paste(original.crop(_patch_box(y, n, pw, ph)), _patch_box(x, n, pw, ph)[:2])
+        shuffled.paste(image.crop(_patch_box(y, n, pw, ph)), _patch_box(x, n, pw, ph)[:2])
     if mask_ratio > 0:
         shuffled = _mask_borders(shuffled, m, n, mask_ratio)
+    original = image.crop((0, 0, pw * n, ph * m)) if keep_original else image
     return GridPuzzle(image=shuffled, m=m, n=n, forward=forward, backward=backward, original=original)
 
 
@@ -270,6 +363,94 @@ def reassemble(puzzle: GridPuzzle) -> Image.Image:
     out = Image.new("RGB", puzzle.image.size)
     for x, y in enumerate(puzzle.forward, start=1):
         out.paste(puzzle.image.crop(_patch_box(x, puzzle.n, pw, ph)), _patch_box(y, puzzle.n, pw, ph)[:2])
+    return out
+
+
+@dataclass
+class BoxPuzzle:
+    """A patch-swap puzzle (Jigsaw-R1 App. A.2; protocol §2 "box").
+
+    The image is divided into m×n regions (cropped like a grid puzzle); one patch of the same size is
+    placed at a random spot in each region; the patches are deranged (every patch moves).
+
+    Attributes:
+        image: the RGB image with the patches swapped (and region borders masked if asked).
+        m, n: region rows and columns.
+        forward: length m·n, 1-based, no fixed point: the patch now in region i came from region
+            ``forward[i-1]``.
+        boxes: per region (1-based order), the patch's pixel box ``(x1, y1, x2, y2)``, continuous
+            coordinates (x2 = x1 + patch width).
+        original: the cropped unshuffled RGB image.
+    """
+
+    image: Image.Image
+    m: int
+    n: int
+    forward: list[int]
+    boxes: list[tuple[int, int, int, int]]
+    original: Image.Image = field(repr=False)
+
+    def answer_box(self, k: int) -> tuple[int, int, int, int]:
+        """The original box of the patch now in region k: ``boxes[forward[k-1] - 1]``."""
+        return self.boxes[self.forward[k - 1] - 1]
+
+
+def _derangement(size: int, rng: random.Random) -> list[int]:
+    """A uniformly random permutation of 1..size without fixed points (rejection sampling; size ≥ 2)."""
+    while True:
+        perm = list(range(1, size + 1))
+        rng.shuffle(perm)
+        if all(p != i for i, p in enumerate(perm, start=1)):
+            return perm
+
+
+def _box_puzzle(image: Image.Image, m: int, n: int, rng: random.Random, mask_ratio: float) -> BoxPuzzle:
+    image = _as_rgb(image, m, n)
+    rw, rh = image.width // n, image.height // m
+    original = image.crop((0, 0, rw * n, rh * m))
+    pw, ph = max(1, int(rw * BOX_PATCH_RATIO)), max(1, int(rh * BOX_PATCH_RATIO))
+    boxes = []
+    for p in range(1, m * n + 1):
+        left, top = _patch_box(p, n, rw, rh)[:2]
+        x, y = left + rng.randint(0, rw - pw), top + rng.randint(0, rh - ph)
+        boxes.append((x, y, x + pw, y + ph))
+    forward = _derangement(m * n, rng)
+    swapped = original.copy()
+    for i, j in enumerate(forward, start=1):
+        swapped.paste(original.crop(boxes[j - 1]), boxes[i - 1][:2])
+    if mask_ratio > 0:
+        swapped = _mask_borders(swapped, m, n, mask_ratio)
+    return BoxPuzzle(image=swapped, m=m, n=n, forward=forward, boxes=boxes, original=original)
+
+
+def make_box_puzzle(image: Image.Image, m: int, n: int, *, seed: int | str, mask_ratio: float = 0.0) -> BoxPuzzle:
+    """Cut an image into m×n regions and swap one equal-size patch per region (Jigsaw-R1 App. A.2).
+
+    Draws from ``random.Random(seed)``: each region's patch offset (``randint`` for x then y, regions
+    in row-major order), then the derangement (``shuffle`` repeated until no patch stays).
+
+    Args:
+        image: a PIL image; converted like :func:`make_grid_puzzle`.
+        m, n: region rows and columns, m·n ≥ 2.
+        seed: int or str.
+        mask_ratio: region-border masking in [0, 0.5); 0 = off.
+
+    Returns:
+        A :class:`BoxPuzzle`; patches are ``BOX_PATCH_RATIO`` of the region side (at least 1 px).
+
+    Raises:
+        ValueError: m·n < 2, or regions smaller than 2 px per side.
+    """
+    PuzzleSpec(m=m, n=n, question_type="box", mask_ratio=mask_ratio)
+    return _box_puzzle(image, m, n, random.Random(seed), mask_ratio)
+
+
+def reassemble_box(puzzle: BoxPuzzle) -> Image.Image:
+    """Put every swapped patch back in its original box; equals ``puzzle.original`` pixel for pixel
+    when unmasked."""
+    out = puzzle.image.copy()
+    for i, j in enumerate(puzzle.forward, start=1):
+        out.paste(puzzle.image.crop(puzzle.boxes[i - 1]), puzzle.boxes[j - 1][:2])
     return out
 
 
@@ -326,6 +507,31 @@ def pair_choices(m: int, n: int, k: int, l: int) -> list[str]:  # noqa: E741
     return [t.format(k=k, l=l) for t in templates]
 
 
+def _ends(m: int, n: int) -> tuple[str, str]:
+    if m == 1:
+        return "left", "right"
+    if n == 1:
+        return "top", "bottom"
+    return "top-left", "bottom-right"
+
+
+def _lettered(choices: list[str], *, block: bool) -> str:
+    """``"(A) c"`` one per line, or (``block``) ``"(A)\\n<grid>"`` blocks separated by blank lines."""
+    if block:
+        return "\n\n".join(f"({string.ascii_uppercase[i]})\n{c}" for i, c in enumerate(choices))
+    return "\n".join(f"({string.ascii_uppercase[i]}) {c}" for i, c in enumerate(choices))
+
+
+_FULL_FORWARD = (
+    "For each patch, determine its correct position index in the original image. "
+    'If a patch currently at position X should belong at position Y, place "Y" at position X.'
+)
+_FULL_BACKWARD = (
+    "For each position, determine which patch should belong there. "
+    'If a patch currently at position X should belong at position Y, place "X" at position Y.'
+)
+
+
 def question_text(
     m: int,
     n: int,
@@ -338,56 +544,70 @@ def question_text(
     choices: list[str] | None = None,
 ) -> str:
     """The question part of the prompt, byte for byte as published (protocol §3; reference
-    ``generate_grid_jigsaw_prompt``).
+    ``generate_grid_jigsaw_prompt`` and ``generate_box_jigsaw_prompt``).
 
     Args:
         m, n: grid rows and columns.
-        question_type: ``"full"`` or ``"pair"``.
-        forward: full questions: forward ("place Y at position X") or backward wording.
+        question_type: one of :data:`QUESTION_TYPES`.
+        forward: full/single/multiple: forward ("place Y at position X") or backward wording.
         masked: add the masking sentence.
-        k, l: pair: the two current positions asked about.
-        choices: pair: the choice strings in display order; listed as ``"(A) …"`` one per line.
+        k, l: pair: the two current positions asked about; single: k, the position asked about;
+            box: k, the region asked about.
+        choices: pair: the relation strings in display order, listed as ``"(A) …"`` one per line;
+            multiple: the candidate grid texts in display order, listed as ``"(A)\n<grid>"`` separated
+            by blank lines.
 
     Returns:
         The question text (no trailing newline).
 
     Raises:
-        ValueError: unknown/unimplemented question type, or a pair question without k, l, choices.
+        ValueError: unknown question type, or a missing k/l/choices.
     """
-    if m == 1:
-        first, last = "left", "right"
-    elif n == 1:
-        first, last = "top", "bottom"
-    else:
-        first, last = "top-left", "bottom-right"
+    first, last = _ends(m, n)
+    ascending = grid_text(range(1, m * n + 1), m, n)
+    if question_type == "box":
+        if k is None:
+            raise ValueError("a box question needs k, the region asked about.")
+        info = (BOX_MASK_INFO if masked else BOX_INFO).format(m=m, n=n)
+        return (
+            f"{info} Consider a {m}x{n} grid, where each number represents a region index ranging from 1 ({first}) "
+            f"to {m * n} ({last}):\n\n```\n{ascending}\n```\n\n"
+            "Some patches of equal size have been randomly swapped from their original positions, resulting in an "
+            f"unnatural appearance. Your task is to find the original location of the patch that currently belongs "
+            f"in region {k}."
+        )
     text = (
         f"The input image is divided into {m}x{n} patches that have been randomly permuted from their original "
         f"positions. Your task is to solve this {m}x{n} jigsaw puzzle and reconstruct the original image."
         f"{MASK_INFO if masked else ''}\n\n"
         f"Consider a {m}x{n} grid, where each number represents a position index ranging from 1 ({first}) to "
-        f"{m * n} ({last}):\n\n```\n{grid_text(range(1, m * n + 1), m, n)}\n```\n\n"
+        f"{m * n} ({last}):\n\n```\n{ascending}\n```\n\n"
     )
     if question_type == "full":
-        if forward:
-            return text + (
-                "For each patch, determine its correct position index in the original image. "
-                'If a patch currently at position X should belong at position Y, place "Y" at position X.'
-            )
-        return text + (
-            "For each position, determine which patch should belong there. "
-            'If a patch currently at position X should belong at position Y, place "X" at position Y.'
-        )
+        return text + (_FULL_FORWARD if forward else _FULL_BACKWARD)
     if question_type == "pair":
         if k is None or l is None or not choices:
             raise ValueError("a pair question needs k, l and the choices list.")
-        listed = "\n".join(f"({string.ascii_uppercase[i]}) {c}" for i, c in enumerate(choices))
         return text + (
             f"For patches currently at positions {k} and {l}, determine their relative position in the original "
-            f"image.\n\nSelect the correct answer from the following {len(choices)} choices:\n\n{listed}"
+            f"image.\n\nSelect the correct answer from the following {len(choices)} choices:\n\n"
+            f"{_lettered(choices, block=False)}"
+        )
+    if question_type == "single":
+        if k is None:
+            raise ValueError("a single question needs k, the position asked about.")
+        if forward:
+            return text + f"For the patch currently at position {k}, determine its correct position index in the original image."
+        return text + f"Determine which patch belongs at position {k} in the original image."
+    if question_type == "multiple":
+        if not choices:
+            raise ValueError("a multiple question needs the choices list (candidate grid texts).")
+        return text + (
+            f"{_FULL_FORWARD if forward else _FULL_BACKWARD}\n\nSelect the correct answer from the following "
+            f"{len(choices)} choices:\n\n{_lettered(choices, block=True)}"
         )
     raise ValueError(
-        f"question_text: question_type {question_type!r} is not implemented; use one of "
-        f"{', '.join(IMPLEMENTED_QUESTION_TYPES)}."
+        f"question_text: question_type {question_type!r} is unknown; use one of {', '.join(QUESTION_TYPES)}."
     )
 
 
@@ -400,16 +620,17 @@ def build_prompt_text(
     instruct: bool = True,
     mode: str | None = None,
 ) -> str:
-    """Question + ``"\\n\\n"`` + thinking/non-thinking instruction + format line (protocol §3;
-    reference ``generate_instruction``).
+    """Question + the thinking mode's suffix (for Jigsaw-R1's modes ``"\n\n"`` + instruction + format
+    line), protocol §3; reference ``generate_instruction``.
 
     Args:
         question: from :func:`question_text`.
-        spec: gives the answer type and ``think``.
+        spec: gives the answer type and the mode (``spec.thinking_mode``).
         m, n: the grid size actually shown (after ``shuffle_mn``); default ``spec.m``, ``spec.n``.
         instruct: True → the text for a chat template; False → the base-model plain string
-            ``BASE_PREAMBLE + question + suffix + "\\n\\nAssistant: "`` (+ ``"<think>"`` when thinking).
-        mode: a ``jrl_core.modes.MODES`` key overriding ``spec.think``.
+            ``BASE_PREAMBLE + question + suffix + "\n\nAssistant: "`` + the mode's
+            ``assistant_prefix`` (``"<think>"`` for Jigsaw-R1 and CLS-RL thinking).
+        mode: a ``jrl_core.modes.MODES`` key overriding the spec's mode.
 
     Returns:
         The prompt text.
@@ -419,11 +640,41 @@ def build_prompt_text(
     """
     m = spec.m if m is None else m
     n = spec.n if n is None else n
-    thinking_mode = get_mode(spec.think if mode is None else mode)
+    thinking_mode = spec.thinking_mode if mode is None else get_mode(mode)
     text = question + thinking_mode.suffix(spec.answer_type, m, n)
     if instruct:
         return text
-    return BASE_PREAMBLE + text + "\n\nAssistant: " + ("<think>" if thinking_mode.think else "")
+    return BASE_PREAMBLE + text + "\n\nAssistant: " + thinking_mode.assistant_prefix
+
+
+def _place_correct(choices: list[str], truth: str, rng: random.Random) -> tuple[list[str], str]:
+    """Shuffle the choices, move the true one to a uniformly drawn letter; returns (choices, letter)."""
+    rng.shuffle(choices)
+    pos = rng.randrange(len(choices))
+    idx = choices.index(truth)
+    choices[idx], choices[pos] = choices[pos], choices[idx]
+    return choices, string.ascii_uppercase[pos]
+
+
+def _candidate_grids(truth: str, m: int, n: int, n_c: int, rng: random.Random) -> tuple[list[str], str]:
+    """``n_c`` distinct candidate grids, the true one at a uniformly drawn letter; distractors are
+    uniformly random permutations, redrawn while they repeat a grid already listed (or the truth)."""
+    pos = rng.randrange(n_c)
+    seen = {truth}
+    choices = []
+    for i in range(n_c):
+        if i == pos:
+            choices.append(truth)
+            continue
+        while True:
+            perm = list(range(1, m * n + 1))
+            rng.shuffle(perm)
+            grid = grid_text(perm, m, n)
+            if grid not in seen:
+                break
+        seen.add(grid)
+        choices.append(grid)
+    return choices, string.ascii_uppercase[pos]
 
 
 def make_row(
@@ -437,12 +688,17 @@ def make_row(
     """One dataset row: a puzzle, its question and the solution (protocol §1-3).
 
     Draws from ``random.Random(seed)`` in this order: the m/n swap (only if ``spec.shuffle_mn``),
-    the patch shuffle, then for pair questions the positions ``k, l = rng.sample(1..m·n, 2)``
-    (two distinct current positions in random order, as the reference does), the choice shuffle and
-    the letter of the correct choice (uniform over the n_c letters).
+    the puzzle (grid: the patch shuffle; box: the patch offsets and the derangement), then the
+    question's own draws:
+
+    * pair: ``k, l = rng.sample(1..m·n, 2)`` (two distinct current positions in random order, as the
+      reference does), the choice shuffle, the letter of the correct choice (uniform over n_c);
+    * single: ``k = rng.randint(1, m·n)``;
+    * multiple: the letter of the correct grid, then the distractor permutations in letter order;
+    * box: ``k = rng.randint(1, m·n)``.
 
     Args:
-        image: RGB PIL image.
+        image: PIL image (converted to RGB if needed, see the module docstring).
         spec: the :class:`PuzzleSpec`.
         seed: int or str; the same seed gives the same row byte for byte on any process/machine.
         image_id: kept in the row for provenance.
@@ -450,11 +706,12 @@ def make_row(
 
     Returns:
         ``{"image": PIL (shuffled), "prompt": [{"role": "user", "content": [{"type": "image"},
-        {"type": "text", "text": TEXT}]}] (or TEXT for base models), "solution": str (a letter for
-        pair; the m×n grid text of the forward/backward permutation for full), "answer_type":
-        "letter" | "grid", "m": int, "n": int (after shuffle_mn), "think": bool, "question_type": str,
-        "image_id": str, "seed": int | str}``. TRL's GRPOTrainer fills the ``{"type": "image"}`` slot
-        from the ``image`` column.
+        {"type": "text", "text": TEXT}]}] (or TEXT for base models), "solution": str, "answer_type":
+        str, "m": int, "n": int (after shuffle_mn), "think": bool, "question_type": str,
+        "image_id": str, "seed": int | str, "mode": str, "forward": bool}``. Solutions: full → the m×n
+        grid text of the forward/backward permutation; pair/multiple → a letter; single → the
+        position index as digits; box → ``"x1,y1,x2,y2"`` pixel ints. TRL's GRPOTrainer fills the
+        ``{"type": "image"}`` slot from the ``image`` column.
 
     Raises:
         ValueError: image too small for the grid (see :func:`make_grid_puzzle`).
@@ -463,36 +720,49 @@ def make_row(
     m, n = spec.m, spec.n
     if spec.shuffle_mn and rng.random() < 0.5:
         m, n = n, m
-    puzzle = _shuffle_image(image, m, n, rng, spec.mask_ratio)
-    if spec.question_type == "full":
+    masked = spec.mask_ratio > 0
+    qt = spec.question_type
+    if qt == "box":
+        box = _box_puzzle(image, m, n, rng, spec.mask_ratio)
+        shuffled = box.image
+        k = rng.randint(1, m * n)
+        solution = ",".join(str(v) for v in box.answer_box(k))
+        question = question_text(m, n, "box", masked=masked, k=k)
+    else:
+        puzzle = _shuffle_image(image, m, n, rng, spec.mask_ratio, keep_original=False)
+        shuffled = puzzle.image
         truth = puzzle.forward if spec.forward else puzzle.backward
-        solution = grid_text(truth, m, n)
-        question = question_text(m, n, "full", forward=spec.forward, masked=spec.mask_ratio > 0)
-    else:  # pair (PuzzleSpec rejects the rest)
-        k, l = rng.sample(range(1, m * n + 1), 2)  # noqa: E741
-        choices = pair_choices(m, n, k, l)
-        truth_text = pair_relation(puzzle.forward, n, k, l)
-        rng.shuffle(choices)
-        pos = rng.randrange(len(choices))
-        idx = choices.index(truth_text)
-        choices[idx], choices[pos] = choices[pos], choices[idx]
-        solution = string.ascii_uppercase[pos]
-        question = question_text(m, n, "pair", masked=spec.mask_ratio > 0, k=k, l=l, choices=choices)
+        if qt == "full":
+            solution = grid_text(truth, m, n)
+            question = question_text(m, n, "full", forward=spec.forward, masked=masked)
+        elif qt == "pair":
+            k, l = rng.sample(range(1, m * n + 1), 2)  # noqa: E741
+            choices, solution = _place_correct(pair_choices(m, n, k, l), pair_relation(puzzle.forward, n, k, l), rng)
+            question = question_text(m, n, "pair", masked=masked, k=k, l=l, choices=choices)
+        elif qt == "single":
+            k = rng.randint(1, m * n)
+            solution = str(truth[k - 1])
+            question = question_text(m, n, "single", forward=spec.forward, masked=masked, k=k)
+        else:  # multiple (PuzzleSpec rejects unknown types)
+            choices, solution = _candidate_grids(grid_text(truth, m, n), m, n, spec.choices, rng)
+            question = question_text(m, n, "multiple", forward=spec.forward, masked=masked, choices=choices)
     text = build_prompt_text(question, spec, m=m, n=n, instruct=instruct)
     prompt = (
         [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}] if instruct else text
     )
     return {
-        "image": puzzle.image,
+        "image": shuffled,
         "prompt": prompt,
         "solution": solution,
         "answer_type": spec.answer_type,
         "m": m,
         "n": n,
         "think": spec.think,
-        "question_type": spec.question_type,
+        "question_type": qt,
         "image_id": image_id,
         "seed": seed,
+        "mode": spec.thinking_mode.name,
+        "forward": spec.forward,
     }
 
 
@@ -556,6 +826,8 @@ def random_baseline(question_type: str, m: int, n: int, n_c: int | None = None) 
 
     Raises:
         ValueError: ``"box"`` (continuous answer: no finite guess rate) or an unknown type.
+
+    Note: "multiple" assumes the Jigsaw-R1 default n_c = 4 when n_c is None.
     """
     if question_type == "pair":
         return 1 / _pair_n_c(m, n)

@@ -10,6 +10,14 @@ The paper's total reward ``1.0·accuracy + 0.5·format`` is not computed here: p
 ``reward_funcs=[accuracy_reward, format_reward]`` and ``reward_weights=PAPER_REWARD_WEIGHTS`` to
 ``trl.GRPOConfig``.
 
+Thinking modes (``jrl_core.modes``): a ``mode`` column (a :data:`jrl_core.modes.MODES` name) picks
+the answer extraction and the format rule; without it the mode follows the ``think`` column
+(True → ``"thinking"``, False → ``"non_thinking"``), as before modes existed. The No-Thinking-RL
+mode uses :func:`equality_reward` (raw output == label) and has no format reward.
+
+Digit runs longer than :data:`MAX_DIGITS` never become ints (Python refuses int() on > 4,300
+digits); such a number is simply not a valid answer.
+
 Base-model prompts end with ``"<think>"`` (protocol §3), so the completion lacks its opening tag.
 When TRL also passes ``prompts`` and a prompt is a string ending with ``"<think>"``, that tag is
 put back in front of the completion before scoring (as the reference does).
@@ -22,6 +30,8 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from jrl_core.modes import ThinkingMode, get_mode, mode_name
+
 __all__ = [
     "ANSWER_TYPES",
     "PAPER_REWARD_WEIGHTS",
@@ -31,10 +41,12 @@ __all__ = [
     "box_iou",
     "completion_text",
     "connection_accuracy_reward",
+    "equality_reward",
     "extract_answer",
     "format_ok",
     "format_reward",
     "get_reward",
+    "mode_rewards",
     "parse_box",
     "parse_digit",
     "parse_grid",
@@ -49,9 +61,9 @@ PAPER_REWARD_WEIGHTS: tuple[float, float] = (1.0, 0.5)
 ANSWER_TYPES = ("grid", "letter", "digit", "box", "point")
 GRID_SCORES = ("fraction", "binary", "connections")
 
-_ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
-_THINK_FORMAT_RE = re.compile(r"<think>.*?</think>\s*<answer>.*?</answer>", re.DOTALL)
-_TAGS = ("<think>", "</think>", "<answer>", "</answer>")
+#: Longest digit run read as a number; longer runs are invalid answers (no index or pixel is that big).
+MAX_DIGITS = 18
+
 _CAPITAL_RE = re.compile(r"[A-Z]")
 _DIGITS_RE = re.compile(r"[0-9]+")
 _BOX_RE = re.compile(r"([0-9]+),\s*([0-9]+),\s*([0-9]+),\s*([0-9]+)")
@@ -97,22 +109,28 @@ def completion_text(completion: Any) -> str:
     return "".join(pieces)
 
 
-def extract_answer(text: str, think: bool) -> str:
+def extract_answer(text: str, think: bool = False, mode: str | ThinkingMode | None = None) -> str:
     """The answer content (protocol §4).
 
     Args:
         text: the whole completion.
-        think: thinking mode → the content of the FIRST ``<answer>…</answer>``, stripped, or the whole
-            output (stripped) if there is none; non-thinking → the whole output, stripped.
+        think: used when ``mode`` is None: thinking → the content of the FIRST ``<answer>…</answer>``,
+            stripped, or the whole output (stripped) if there is none; non-thinking → the whole
+            output, stripped.
+        mode: a ``jrl_core.modes`` mode (name or object); its extraction rule wins over ``think``.
 
     Returns:
-        A string (possibly empty).
+        A string (possibly empty); never raises on any text.
     """
-    if think:
-        match = _ANSWER_RE.search(text)
-        if match:
-            return match.group(1).strip()
-    return text.strip()
+    return _mode(mode, think).extract(text)
+
+
+def _mode(mode: Any, think: Any) -> ThinkingMode:
+    return get_mode(mode_name(mode, think)) if not isinstance(mode, ThinkingMode) else mode
+
+
+def _to_int(digits: str) -> int | None:
+    return int(digits) if len(digits) <= MAX_DIGITS else None
 
 
 def parse_grid(text: str, m: int, n: int) -> list[int] | None:
@@ -134,7 +152,7 @@ def parse_grid(text: str, m: int, n: int) -> list[int] | None:
         return None
     values = []
     for token in tokens:
-        if not _DIGITS_RE.fullmatch(token):
+        if not _DIGITS_RE.fullmatch(token) or len(token) > MAX_DIGITS:
             return None
         value = int(token)
         if not 1 <= value <= size:
@@ -153,13 +171,16 @@ def parse_letter(text: str) -> str | None:
 def parse_digit(text: str) -> int | None:
     """The first run of ASCII digits as an int (protocol §4), or None."""
     match = _DIGITS_RE.search(text)
-    return int(match.group(0)) if match else None
+    return _to_int(match.group(0)) if match else None
 
 
 def parse_box(text: str) -> list[float] | None:
-    """The first ``int, int, int, int`` (x1, y1, x2, y2 in pixels; protocol §4), or None."""
+    """The first ``int, int, int, int`` (x1, y1, x2, y2 in pixels; protocol §4), or None (also when a
+    number has more than :data:`MAX_DIGITS` digits)."""
     match = _BOX_RE.search(text)
-    return [float(g) for g in match.groups()] if match else None
+    if not match or any(len(g) > MAX_DIGITS for g in match.groups()):
+        return None
+    return [float(g) for g in match.groups()]
 
 
 # ---------------------------------------------------------------- scoring
@@ -271,8 +292,8 @@ def _gt_box(solution: Any) -> list[float]:
 
 
 def score_answer(
-    text: str, solution: Any, answer_type: str, m: int | None, n: int | None, think: bool,
-    *, grid_score: str = "fraction", forward: bool = True,
+    text: str, solution: Any, answer_type: str, m: int | None, n: int | None, think: bool = False,
+    *, grid_score: str = "fraction", forward: bool = True, mode: str | ThinkingMode | None = None,
 ) -> float:
     """Accuracy of one completion text against one solution (protocol §4-5).
 
@@ -282,8 +303,9 @@ def score_answer(
             ``"x1,y1,x2,y2"`` or 4 numbers in pixels (box, point).
         answer_type: one of :data:`ANSWER_TYPES`.
         m, n: grid size (grid only).
-        think: whether to read the answer from ``<answer>`` tags.
+        think: whether to read the answer from ``<answer>`` tags (when ``mode`` is None).
         grid_score, forward: see :func:`score_grid`.
+        mode: a thinking mode (name or object) giving the extraction rule; overrides ``think``.
 
     Returns:
         A float in [0, 1]. Letter: the last capital letter of the answer, or, if it has none, the whole
@@ -293,7 +315,7 @@ def score_answer(
     Raises:
         ValueError: unknown answer type or malformed ground truth.
     """
-    answer = extract_answer(text, think)
+    answer = extract_answer(text, think, mode)
     if answer_type == "grid":
         gt = solution if isinstance(solution, (list, tuple)) else parse_grid(str(solution), int(m), int(n))
         if gt is None or len(gt) != int(m) * int(n):
@@ -305,7 +327,10 @@ def score_answer(
         return float(pred.lower() == str(solution).strip().lower())
     if answer_type == "digit":
         pred = parse_digit(answer)
-        return float(pred is not None and pred == int(str(solution).strip()))
+        gt = str(solution).strip()
+        if not _DIGITS_RE.fullmatch(gt) or len(gt) > MAX_DIGITS:
+            raise ValueError(f"ground-truth digit {solution!r} is not a non-negative integer.")
+        return float(pred is not None and pred == int(gt))
     if answer_type == "box":
         return box_iou(parse_box(answer), _gt_box(solution))
     if answer_type == "point":
@@ -317,7 +342,7 @@ def _valid_answer(answer: str, answer_type: str, m: int | None, n: int | None) -
     if answer_type == "letter":
         return len(answer) == 1 and "A" <= answer <= "Z"
     if answer_type == "digit":
-        return _DIGITS_RE.fullmatch(answer) is not None
+        return _DIGITS_RE.fullmatch(answer) is not None and len(answer) <= MAX_DIGITS
     if answer_type == "grid":
         return parse_grid(answer, int(m), int(n)) is not None
     if answer_type in ("box", "point"):
@@ -325,21 +350,32 @@ def _valid_answer(answer: str, answer_type: str, m: int | None, n: int | None) -
     raise ValueError(f"unknown answer_type {answer_type!r}; use one of {', '.join(ANSWER_TYPES)}.")
 
 
-def format_ok(text: str, answer_type: str, m: int | None, n: int | None, think: bool) -> bool:
-    """Whether one completion has the required format (protocol §5).
+def format_ok(
+    text: str, answer_type: str, m: int | None, n: int | None, think: bool = False,
+    *, mode: str | ThinkingMode | None = None,
+) -> bool:
+    """Whether one completion has the required format (protocol §5), under ``mode`` (default: from
+    ``think``).
 
-    Thinking: the whole string matches ``<think>.*?</think>\\s*<answer>.*?</answer>`` (DOTALL), each
-    of the four tags occurs exactly once (the paper's "each tag once, in order"; this also rejects a
-    second answer block), and the answer extracts to a valid value: one capital letter, only digits,
-    m·n valid indices, or four integers. Non-thinking: the raw output itself must be that valid
-    value (letter: exactly one capital letter, no whitespace; digit: only digits; grid: parses to m·n
-    indices; box/point: contains four comma-separated integers).
+    Thinking (and the other tagged modes): the whole string matches the mode's layout, e.g.
+    ``<think>.*?</think>\\s*<answer>.*?</answer>`` (DOTALL), each tag occurs exactly once (the paper's
+    "each tag once, in order"; this also rejects a second answer block; see
+    ``ThinkingMode.layout_ok``), and the answer extracts to a valid value: one capital letter, only
+    digits, m·n valid indices, or four integers. Non-thinking: the raw output itself must be that
+    valid value (letter: exactly one capital letter, no whitespace; digit: only digits; grid: parses
+    to m·n indices; box/point: contains four comma-separated integers). A mode without a format rule
+    (No-Thinking-RL) accepts everything: its format reward is a constant 1.0, which adds no
+    advantage (leave it out of ``reward_funcs``, as :func:`mode_rewards` does).
     """
-    if think:
-        if not _THINK_FORMAT_RE.fullmatch(text) or any(text.count(tag) != 1 for tag in _TAGS):
-            return False
-        return _valid_answer(extract_answer(text, True), answer_type, m, n)
-    return _valid_answer(text, answer_type, m, n)
+    thinking_mode = _mode(mode, think)
+    if thinking_mode.layout == "none":
+        _valid_answer("", answer_type, m, n)  # still reject an unknown answer type
+        return True
+    if thinking_mode.layout == "direct":
+        return _valid_answer(text, answer_type, m, n)
+    if not thinking_mode.layout_ok(text):
+        return False
+    return _valid_answer(thinking_mode.extract(text), answer_type, m, n)
 
 
 # ---------------------------------------------------------------- TRL reward functions
@@ -362,29 +398,39 @@ def _texts(completions: Sequence[Any], prompts: Sequence[Any] | None) -> list[st
     return texts
 
 
+def _modes(think, kwargs, count: int) -> list[ThinkingMode]:
+    """The mode of each completion: the ``mode`` column when given, else from ``think``."""
+    if think is None and kwargs.get("mode") is None:
+        raise ValueError("the rewards need a 'think' or a 'mode' column to know how to read the answer.")
+    modes = _column(kwargs.get("mode"), count, "mode")
+    thinks = _column(think, count, "think")
+    return [_mode(md, th) for md, th in zip(modes, thinks, strict=True)]
+
+
 def _accuracy(completions, solution, answer_type, m, n, think, grid_score, kwargs) -> list[float]:
     count = len(completions)
     texts = _texts(completions, kwargs.get("prompts"))
     columns = [
         _column(solution, count, "solution"), _column(answer_type, count, "answer_type"),
-        _column(m, count, "m"), _column(n, count, "n"), _column(think, count, "think"),
+        _column(m, count, "m"), _column(n, count, "n"), _modes(think, kwargs, count),
         _column(kwargs.get("forward", True), count, "forward"),
     ]
     return [
-        float(score_answer(text, sol, at, mi, ni, bool(th), grid_score=grid_score, forward=bool(fw)))
-        for text, sol, at, mi, ni, th, fw in zip(texts, *columns, strict=True)
+        float(score_answer(text, sol, at, mi, ni, grid_score=grid_score, forward=bool(fw), mode=md))
+        for text, sol, at, mi, ni, md, fw in zip(texts, *columns, strict=True)
     ]
 
 
-def accuracy_reward(completions, solution, answer_type, m, n, think, **kwargs) -> list[float]:
+def accuracy_reward(completions, solution, answer_type, m, n, think=None, **kwargs) -> list[float]:
     """Accuracy reward per completion, in [0, 1] (protocol §5; paper §3.4): grid fractional, letter
     and digit exact, box IoU, point centre-in-box.
 
     Args:
         completions: N strings or conversational completions.
         solution, answer_type, m, n, think: dataset columns, N entries each (or one scalar).
-        **kwargs: other columns; ``prompts`` (base-model ``<think>`` restoring) and ``forward``
-            (connections variant) are read, the rest ignored.
+        **kwargs: other columns; ``mode`` (the thinking mode, overriding ``think``), ``prompts``
+            (base-model ``<think>`` restoring) and ``forward`` (connections variant) are read, the
+            rest ignored.
 
     Returns:
         N floats in [0, 1].
@@ -395,18 +441,38 @@ def accuracy_reward(completions, solution, answer_type, m, n, think, **kwargs) -
     return _accuracy(completions, solution, answer_type, m, n, think, "fraction", kwargs)
 
 
-def binary_accuracy_reward(completions, solution, answer_type, m, n, think, **kwargs) -> list[float]:
+def binary_accuracy_reward(completions, solution, answer_type, m, n, think=None, **kwargs) -> list[float]:
     """As :func:`accuracy_reward`, but a grid scores 1 only when exactly right (paper App. B.1)."""
     return _accuracy(completions, solution, answer_type, m, n, think, "binary", kwargs)
 
 
-def connection_accuracy_reward(completions, solution, answer_type, m, n, think, **kwargs) -> list[float]:
+def connection_accuracy_reward(completions, solution, answer_type, m, n, think=None, **kwargs) -> list[float]:
     """As :func:`accuracy_reward`, but a grid scores the share of the 2mn−m−n internal adjacencies
     it keeps (reference code option ``score_jigsaw_connections``; not in the paper)."""
     return _accuracy(completions, solution, answer_type, m, n, think, "connections", kwargs)
 
 
-def format_reward(completions, answer_type, m, n, think, **kwargs) -> list[float]:
+def equality_reward(completions, solution, **kwargs) -> list[float]:
+    """No-Thinking-RL's accuracy reward: 1.0 only if the raw completion text equals the label exactly
+    (case-sensitive, no stripping), else 0.0 (Think-or-Not-Think §3; code ``ground_truth == content``).
+
+    Args:
+        completions: N strings or conversational completions.
+        solution: the labels (N entries or one scalar); compared as ``str(solution)``.
+        **kwargs: other columns, ignored.
+
+    Returns:
+        N floats, each 0.0 or 1.0.
+
+    Raises:
+        ValueError: a column of the wrong length.
+    """
+    count = len(completions)
+    labels = _column(solution, count, "solution")
+    return [float(completion_text(c) == str(label)) for c, label in zip(completions, labels, strict=True)]
+
+
+def format_reward(completions, answer_type, m, n, think=None, **kwargs) -> list[float]:
     """Format reward per completion: 1.0 if the format holds, else 0.0 (protocol §5; see
     :func:`format_ok`). The paper's weight 0.5 belongs in ``GRPOConfig.reward_weights``
     (:data:`PAPER_REWARD_WEIGHTS`).
@@ -414,7 +480,8 @@ def format_reward(completions, answer_type, m, n, think, **kwargs) -> list[float
     Args:
         completions: N strings or conversational completions.
         answer_type, m, n, think: dataset columns, N entries each (or one scalar).
-        **kwargs: ``prompts`` is read (base-model ``<think>`` restoring), the rest ignored.
+        **kwargs: ``mode`` (the thinking mode, overriding ``think``) and ``prompts`` (base-model
+            ``<think>`` restoring) are read, the rest ignored.
 
     Returns:
         N floats, each 0.0 or 1.0.
@@ -426,9 +493,9 @@ def format_reward(completions, answer_type, m, n, think, **kwargs) -> list[float
     texts = _texts(completions, kwargs.get("prompts"))
     columns = [
         _column(answer_type, count, "answer_type"), _column(m, count, "m"),
-        _column(n, count, "n"), _column(think, count, "think"),
+        _column(n, count, "n"), _modes(think, kwargs, count),
     ]
-    return [float(format_ok(text, at, mi, ni, bool(th))) for text, at, mi, ni, th in zip(texts, *columns, strict=True)]
+    return [float(format_ok(text, at, mi, ni, mode=md)) for text, at, mi, ni, md in zip(texts, *columns, strict=True)]
 
 
 RewardFunc = Callable[..., list[float]]
@@ -439,6 +506,7 @@ REWARDS: dict[str, RewardFunc] = {
     "format": format_reward,
     "accuracy_binary": binary_accuracy_reward,
     "accuracy_connections": connection_accuracy_reward,
+    "equality": equality_reward,
 }
 
 
@@ -452,3 +520,15 @@ def get_reward(name: str) -> RewardFunc:
         return REWARDS[name]
     except (KeyError, TypeError):
         raise ValueError(f"unknown reward {name!r}; known rewards: {', '.join(REWARDS)}.") from None
+
+
+def mode_rewards(mode: str | bool | ThinkingMode) -> tuple[list[RewardFunc], tuple[float, ...]]:
+    """A thinking mode's default reward functions and weights, ready for ``GRPOTrainer(reward_funcs=...)``
+    and ``GRPOConfig(reward_weights=...)``; e.g. ``"thinking"`` → accuracy + format, (1.0, 0.5);
+    ``"no_thinking_rl"`` → equality, (1.0,).
+
+    Raises:
+        ValueError: unknown mode or reward name.
+    """
+    thinking_mode = get_mode(mode)
+    return [get_reward(name) for name in thinking_mode.rewards], thinking_mode.weights

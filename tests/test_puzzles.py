@@ -101,7 +101,12 @@ def test_mask_ratio_blacks_out_outer_borders():
         ({"m": 1, "n": 1}, "m\\*n"),
         ({"m": 0}, "PuzzleSpec.m"),
         ({"question_type": "jigsaw"}, "question_type"),
-        ({"question_type": "single"}, "not implemented"),
+        ({"question_type": "box", "forward": False}, "forward"),
+        ({"question_type": "full", "n_c": 4}, "n_c"),
+        ({"question_type": "multiple", "m": 3, "n": 3, "n_c": 27}, "A-Z"),
+        ({"question_type": "multiple", "m": 2, "n": 1, "n_c": 3}, "arrangements"),
+        ({"mode": "cot"}, "mode"),
+        ({"mode": "non_thinking", "think": True}, "think=True"),
         ({"question_type": "pair", "forward": False}, "forward"),
         ({"m": 2, "n": 2, "n_c": 2}, "n_c"),
         ({"mask_ratio": 0.7}, "mask_ratio"),
@@ -194,7 +199,7 @@ def test_make_row_is_conversational_with_image_slot():
     assert row_text(row).startswith("The input image is divided into 2x1 patches")
     assert row_text(row).endswith("Directly output the final answer. The final answer should be a single letter.")
     assert set(row) == {"image", "prompt", "solution", "answer_type", "m", "n", "think", "question_type",
-                        "image_id", "seed"}
+                        "image_id", "seed", "mode", "forward"}
 
 
 def test_full_row_solution_is_the_forward_grid():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -219,6 +221,6 @@ def test_rewards_are_floats_in_unit_interval_on_any_text(text, case, think):
     conversational = [{"role": "assistant", "content": text}]
     for completions in ([text], [conversational]):
         for func in REWARDS.values():
-            kwargs = {"solution": [solution]} if "accuracy" in func.__name__ else {}
+            kwargs = {"solution": [solution]} if "solution" in inspect.signature(func).parameters else {}
             (value,) = func(completions, answer_type=[answer_type], m=[m], n=[n], think=[think], **kwargs)
             assert isinstance(value, float) and 0.0 <= value <= 1.0
