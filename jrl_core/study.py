@@ -373,7 +373,9 @@ def read_notebook_metrics(run_dir: str | os.PathLike) -> tuple[dict, Any, str | 
 def _render_html(nb: Any, title: str) -> str:
     from nbconvert import HTMLExporter
 
-    exporter = HTMLExporter(template_name="lab")
+    # "jrl_offline" = nbconvert's lab template minus CDN scripts (require.js, MathJax).
+    exporter = HTMLExporter(template_name="jrl_offline",
+                            extra_template_basedirs=[str(Path(__file__).resolve().parent / "templates")])
     body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
     return body
 
