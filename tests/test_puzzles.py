@@ -281,7 +281,10 @@ rng = np.random.default_rng(0)
 photos = [Photo(f"p{i}", Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8))) for i in range(3)]
 h = hashlib.sha256()
 for spec in (PuzzleSpec(m=2, n=2, question_type="pair", shuffle_mn=True),
-             PuzzleSpec(m=3, n=1, question_type="full", think=True, shuffle_mn=True)):
+             PuzzleSpec(m=3, n=1, question_type="full", think=True, shuffle_mn=True),
+             PuzzleSpec(m=2, n=2, question_type="single", forward=False, mode="cls_rl_thinking"),
+             PuzzleSpec(m=2, n=3, question_type="multiple", n_c=6, mode="think_after_answer"),
+             PuzzleSpec(m=2, n=2, question_type="box", mask_ratio=0.1, mode="no_thinking_rl")):
     for r in build_rows(photos, spec, n_items=12, seed=7):
         h.update(repr((r["prompt"], r["solution"], r["m"], r["n"], r["seed"])).encode())
         h.update(r["image"].tobytes())

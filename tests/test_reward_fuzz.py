@@ -16,7 +16,7 @@ from jrl_core.rewards import REWARDS
 CASES = [("letter", "B", 2, 1), ("grid", "2 1\n4 3", 2, 2), ("digit", "3", 2, 2), ("box", "1,2,30,40", 2, 2),
          ("point", "1,2,30,40", 2, 2), ("grid", "1 2 3", 1, 3)]
 PIECES = ["<think>", "</think>", "<answer>", "</answer>", "<reason>", "</reason>", "A", "B", "b", "A or B", "1", "2",
-          "3", "4", ",", ", ", " ", "\n", "```", "`", ";", "99", "1" * 30, "9" * 5000, "x", "é", "１", "\u200b", "-1",
+          "3", "4", ",", ", ", " ", "\n", "```", "`", ";", "99", "1" * 30, "9" * 500, "x", "é", "１", "\u200b", "-1",
           "2 1\n4 3", "1,2,30,40", "(B)", "\x00"]
 NEAR_MISSES = [
     "<think>x</think><answer>A</answer><answer>B</answer>",  # two answer blocks
@@ -47,7 +47,7 @@ def all_rewards(text: str, case: tuple, mode: str) -> list[float]:
     return values
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(text=texts, case=st.sampled_from(CASES), mode=st.sampled_from(sorted(MODES)))
 def test_every_reward_in_every_mode_is_a_float_in_unit_interval(text, case, mode):
     for value in all_rewards(text, case, mode):
