@@ -57,7 +57,8 @@ def _mc(image, question, correct: str, wrong: Sequence[str], task: str, rng: ran
     return PerceptionItem(image, question, tuple(choices), string.ascii_uppercase[choices.index(correct)], task)
 
 
-# --- task generators: (view, other view, rng) -> PerceptionItem ------------------------------------
+# --- task generators: (view, others, rng) -> PerceptionItem -----------------------------------------
+# ``others`` = (a view of a different photo, another random crop of the same photo).
 
 def _halves_same_photo(axis: str):
     a, b = ("top", "bottom") if axis == "v" else ("left", "right")
@@ -70,7 +71,7 @@ def _halves_same_photo(axis: str):
             box = (0, h // 2, w, h) if axis == "v" else (w // 2, 0, w, h)
             if rng.random() < 0.5:  # replace either half
                 box = (0, 0, w, h // 2) if axis == "v" else (0, 0, w // 2, h)
-            img.paste(other.crop(box), box[:2])
+            img.paste(other[0].crop(box), box[:2])
         q = f"Do the {a} half and the {b} half of the image come from the same photo?"
         return _mc(img, q, "yes" if same else "no", ["no" if same else "yes"], f"same_photo_{axis}", rng)
 
@@ -200,6 +201,28 @@ def _grid_relation(view, other, rng):
     return _mc(view, q, truth, wrong, "grid_relation", rng)
 
 
+def _halves_adjacent(axis: str):
+    """Do the two halves show adjacent parts of one photo? Negatives replace one half by a
+    different photo or by *another crop of the same photo* (never by the view's own other
+    half: nothing is permuted, so this is not a jigsaw question). Compares neighbouring
+    regions, the kind of feature jigsaw solving needs."""
+    a, b = ("top", "bottom") if axis == "v" else ("left", "right")
+
+    def gen(view, other, rng):
+        adjacent = rng.random() < 0.5
+        img = view.copy()
+        if not adjacent:
+            w, h = img.size
+            box = (0, h // 2, w, h) if axis == "v" else (w // 2, 0, w, h)
+            if rng.random() < 0.5:
+                box = (0, 0, w, h // 2) if axis == "v" else (0, 0, w // 2, h)
+            img.paste(other[rng.random() < 0.75].crop(box), box[:2])
+        q = f"Do the {a} half and the {b} half of the image show adjacent parts of one photo?"
+        return _mc(img, q, "yes" if adjacent else "no", ["no" if adjacent else "yes"], f"adjacent_{axis}", rng)
+
+    return gen
+
+
 TASKS: dict[str, Callable[[Image.Image, Image.Image, random.Random], PerceptionItem]] = {
     "same_photo_v": _halves_same_photo("v"),
     "same_photo_h": _halves_same_photo("h"),
@@ -211,11 +234,18 @@ TASKS: dict[str, Callable[[Image.Image, Image.Image, random.Random], PerceptionI
     "shape_colour": _shape_colour,
     "count_shapes": _count_shapes,
     "grid_relation": _grid_relation,
+    "adjacent_v": _halves_adjacent("v"),
+    "adjacent_h": _halves_adjacent("h"),
 }
 """Task name -> generator. Each is a pure function of (view, other view, rng)."""
 
 DEFAULT_TASKS = ("same_photo_v", "same_photo_h", "brighter_v", "brighter_h", "grid_relation")
-"""Pretraining tasks of the nano model (the rest of :data:`TASKS` are held out for the generalization suite)."""
+"""Pretraining tasks of the nano model (the rest of :data:`TASKS` are held out for the generalization suite).
+
+Measured (600 steps, batch 32, lr 1e-3, 64 held-out items per task): same_photo_v 0.77,
+same_photo_h 0.77, brighter_v 0.92, brighter_h 1.00, grid_relation 0.64. Not learned at this
+size and budget, hence not in the default: upside_down 0.55, shape_relation 0.34 (chance 0.375),
+adjacent_v 0.52, adjacent_h 0.47 (chance 0.5)."""
 
 
 def make_items(photos: list[Photo], k: int, *, seed: int, tasks: Sequence[str] = DEFAULT_TASKS,
@@ -233,11 +263,12 @@ def make_items(photos: list[Photo], k: int, *, seed: int, tasks: Sequence[str] =
     if len(photos) < 2:
         raise ValueError("perception items need at least two photos (two-photo tasks mix them).")
     views = sample_views(photos, k, seed=seed, size=size)
-    others = sample_views(photos[1:] + photos[:1], k, seed=seed + 7919, size=size)
+    others = sample_views(photos[1:] + photos[:1], k, seed=seed + 7919, size=size)  # a different photo
+    same = sample_views(photos, k, seed=seed + 104_729, size=size, min_crop=0.3)  # same photo, another crop
     items = []
     for i in range(k):
         rng = random.Random(f"perception:{seed}:{i}")
-        items.append(TASKS[tasks[i % len(tasks)]](views[i].image, others[i].image, rng))
+        items.append(TASKS[tasks[i % len(tasks)]](views[i].image, (others[i].image, same[i].image), rng))
     return items
 
 
