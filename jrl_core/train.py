@@ -182,6 +182,8 @@ def train_grpo(model, processor, rows: list[dict], settings: GRPOSettings, outpu
             loadable by :func:`jrl_core.nano.load_model`.
         reward_names: names in :data:`jrl_core.rewards.REWARDS` (or reward callables), weighted by
             ``settings.reward_weights`` (protocol §5: 1.0 accuracy + 0.5 format).
+        callbacks: ``TrainerCallback``s; any with a ``bind(trainer)`` method gets it called
+            before training.
     Raises:
         ValueError: too few rows for the steps, or a weights/rewards length mismatch.
     """
@@ -204,6 +206,9 @@ def train_grpo(model, processor, rows: list[dict], settings: GRPOSettings, outpu
         processing_class=processor,
         callbacks=[table, *(callbacks or [])],
     )
+    for cb in callbacks or []:
+        if hasattr(cb, "bind"):  # callbacks that need the trainer, e.g. schedules.KLScheduleCallback (GRPO-D)
+            cb.bind(trainer)
     trainer.train()
     if save_final:
         trainer.save_model(str(output_dir / "final"))
