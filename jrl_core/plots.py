@@ -78,7 +78,7 @@ def accuracy_before_after(results: Sequence[dict], *, random: float, paper: Sequ
     ax.set_ylim(0, 105)
     ax.set_ylabel("held-out accuracy (%)")
     ax.set_title("ours (measured)")
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper left")
     if paper:
         ax2 = axes[0][1]
         pl = [p["label"] for p in paper]

@@ -27,7 +27,7 @@ def _img_tag(image, size: int = 112) -> str:
 
 
 def _pre(text) -> str:
-    return f"<pre style='white-space:pre-wrap;margin:0'>{html.escape(str(text))}</pre>"
+    return f"<pre style='white-space:pre-wrap;margin:0;text-align:left'>{html.escape(str(text))}</pre>"
 
 
 class HTMLBlock(str):
@@ -40,12 +40,13 @@ class HTMLBlock(str):
 def puzzle_examples(rows: list[dict], table: pd.DataFrame | None = None) -> HTMLBlock:
     """An HTML table of puzzles: image, prompt text, solution and (optionally) the
     model's completion from ``table`` (same order). All text escaped."""
-    head = "<tr><th>puzzle</th><th>prompt</th><th>solution</th><th>completion</th></tr>"
+    head = ("<tr style='text-align:left'><th>puzzle</th><th>prompt</th><th>solution</th>"
+            "<th>completion</th></tr>")
     body = []
     for i, r in enumerate(rows):
         prompt = r["prompt"] if isinstance(r["prompt"], str) else r["prompt"][0]["content"][-1]["text"]
         comp = table.iloc[i]["completion"] if table is not None and i < len(table) else ""
-        body.append(f"<tr><td>{_img_tag(r['image'])}</td><td>{_pre(prompt)}</td><td>{_pre(r['solution'])}</td>"
+        body.append(f"<tr style='text-align:left;vertical-align:top'><td>{_img_tag(r['image'])}</td><td>{_pre(prompt)}</td><td>{_pre(r['solution'])}</td>"
                     f"<td>{_pre(comp)}</td></tr>")
     return HTMLBlock(f"<table>{head}{''.join(body)}</table>")
 

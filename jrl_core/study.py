@@ -448,6 +448,10 @@ def execute_run(
     started, t0 = _now(), time.perf_counter()
     error: str | None = None
     nb = None
+    # Progress bars inside a batch run print at most one line a minute, so that a report is not
+    # buried under thousands of tqdm updates (the kernel inherits the environment; tqdm >= 4.66
+    # reads TQDM_* defaults from it). An explicit setting of the user's wins.
+    os.environ.setdefault("TQDM_MININTERVAL", "60")
     try:
         nb = papermill.execute_notebook(
             str(notebook),

@@ -55,7 +55,7 @@ class GRPOSettings:
     bf16: bool = False  # the paper trains in bf16 on GPUs; CPUs run fp32
     save_steps: int = 0  # 0 = only at the end
     seed: int = 0
-    report_to: tuple[str, ...] = ()  # e.g. ("tensorboard",)
+    report_to: tuple[str, ...] = ("tensorboard",)  # TRL logs to <output_dir>/runs too; () = table only
 
     def completions_per_step(self) -> int:
         """prompts_per_step × num_generations (the paper's effective batch: 512)."""

@@ -33,3 +33,21 @@ def test_notebook_has_no_committed_outputs(path):
     assert not dirty, (
         f"{path.name}: cells {dirty} have outputs or execution counts; clear them before committing"
     )
+
+
+# Smoke parameters per notebook: a handful of steps, a tiny test set, a tiny nano pretraining.
+SMOKE = {
+    "rq1_jigsaw.ipynb": {"nano_pretrain_steps": 3, "steps": 2, "prompts_per_step": 2, "n_test": 8},
+}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_executes_through_papermill_in_a_smoke_setting(path, tmp_path, monkeypatch):
+    from jrl_core import study
+
+    monkeypatch.setenv("JRL_CACHE", str(tmp_path / "cache"))  # the kernel inherits it: no repo cache touched
+    spec = study.RunSpec(notebook=path.name, name=f"smoke_{path.stem}", parameters=SMOKE.get(path.name, {}))
+    result = study.execute_run(spec, reports_dir=tmp_path / "reports", progress=False)
+    assert result.ok, result.error
+    html = (tmp_path / "reports" / spec.name / "index.html").read_text()
+    assert "Traceback" not in html
