@@ -60,7 +60,7 @@ def _img(image: Image.Image, width: int) -> str:
 
 
 def _pre(text: object) -> str:
-    return f"<pre style='white-space:pre-wrap;margin:0;font-size:85%'>{html.escape(str(text))}</pre>"
+    return f"<pre style='white-space:pre-wrap;margin:0;font-size:85%;text-align:left'>{html.escape(str(text))}</pre>"
 
 
 def _prompt_text(row: dict) -> str:
@@ -83,13 +83,13 @@ def gallery_html(rows: list[dict], original: Image.Image | None = None, *, width
     parts = []
     if original is not None:
         parts.append(f"<p><b>original</b><br>{_img(original, width)}</p>")
-    head = "<tr><th>question</th><th>image</th><th>prompt</th><th>correct answer</th></tr>"
+    head = "<tr style='text-align:left'><th>question</th><th>image</th><th>prompt</th><th>correct answer</th></tr>"
     body = []
     for r in rows:
         label = r.get("label", r.get("question_type", ""))
         meta = f"{label}\nmode: {r.get('mode', '')}\nanswer type: {r.get('answer_type', '')}"
         body.append(
-            f"<tr style='vertical-align:top'><td>{_pre(meta)}</td><td>{_img(r['image'], width)}</td>"
+            f"<tr style='vertical-align:top;text-align:left'><td>{_pre(meta)}</td><td>{_img(r['image'], width)}</td>"
             f"<td>{_pre(_prompt_text(r))}</td><td>{_pre(r['solution'])}</td></tr>"
         )
     parts.append(f"<table border='1' style='border-collapse:collapse'>{head}{''.join(body)}</table>")

@@ -10,15 +10,6 @@ from jrl_core import evaluate, nano, train
 from jrl_core.images import load_photos, sample_views
 from jrl_core.puzzles import PuzzleSpec, build_rows
 
-TINY = nano.NanoConfig(hidden_size=64, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64,
-                       vision_hidden=32, vision_depth=1, vision_heads=2, image_size=56, pretrain_steps=3,
-                       pretrain_batch=4)
-
-
-@pytest.fixture(scope="module")
-def nano_dir(tmp_path_factory):
-    return nano.build_nano(TINY, cache_dir=tmp_path_factory.mktemp("cache"), progress=False)
-
 
 def test_nano_checkpoint_is_a_safetensors_qwen25vl_folder(nano_dir):
     assert (nano_dir / "model.safetensors").exists()
@@ -29,14 +20,14 @@ def test_nano_checkpoint_is_a_safetensors_qwen25vl_folder(nano_dir):
     assert set(meta["pretraining"]["held_out_accuracy"]) == set(meta["pretraining"]["tasks"])
 
 
-def test_build_nano_reuses_the_cached_folder(nano_dir):
+def test_build_nano_reuses_the_cached_folder(nano_dir, tiny_config):
     before = (nano_dir / "model.safetensors").stat().st_mtime_ns
-    again = nano.build_nano(TINY, cache_dir=nano_dir.parent, progress=False)
+    again = nano.build_nano(tiny_config, cache_dir=nano_dir.parent, progress=False)
     assert again == nano_dir and (again / "model.safetensors").stat().st_mtime_ns == before
 
 
-def test_nano_build_is_deterministic_for_a_seed(tmp_path):
-    cfg = dataclasses.replace(TINY, pretrain_steps=0)
+def test_nano_build_is_deterministic_for_a_seed(tiny_config):
+    cfg = dataclasses.replace(tiny_config, pretrain_steps=0)
     a = nano.build_model(cfg, nano.build_processor(cfg).tokenizer)
     b = nano.build_model(cfg, nano.build_processor(cfg).tokenizer)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
@@ -101,3 +92,11 @@ def test_test_rows_are_the_same_on_every_call():
 def test_wilson_interval_brackets_the_proportion():
     lo, hi = evaluate.wilson_interval(150, 300)
     assert lo < 0.5 < hi and round(hi - lo, 2) == 0.11
+
+
+def test_pretrained_nano_build_is_deterministic_for_a_seed(nano_dir, tiny_config, tmp_path):
+    from safetensors.torch import load_file
+
+    again = nano.build_nano(tiny_config, cache_dir=tmp_path, progress=False)
+    a, b = load_file(nano_dir / "model.safetensors"), load_file(again / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

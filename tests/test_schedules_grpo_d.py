@@ -10,10 +10,6 @@ from transformers import TrainerControl, TrainerState
 from jrl_core import nano
 from jrl_core.schedules import GRPO_D_PRESETS, KLScheduleCallback, grpo_d_beta
 
-TINY = nano.NanoConfig(hidden_size=64, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64,
-                       vision_hidden=32, vision_depth=1, vision_heads=2, image_size=56, pretrain_steps=3,
-                       pretrain_batch=4)  # as in tests/test_nano_train.py
-
 
 def beta(step, t=100, lo=0.04, hi=0.1, **kw):
     return grpo_d_beta(step, t, beta_min=lo, beta_max=hi, **kw)
@@ -114,12 +110,12 @@ def test_bind_refuses_zero_beta_with_rollouts_reused_across_steps():
     KLScheduleCallback.grpo_d(10, beta_min=0.04, beta_max=0.1).bind(SimpleNamespace(beta=0.1, args=args))
 
 
-def test_grpo_run_follows_the_schedule_through_a_zero_beta_step(tmp_path):
+def test_grpo_run_follows_the_schedule_through_a_zero_beta_step(tmp_path, nano_dir):
     from jrl_core import train
     from jrl_core.images import load_photos, sample_views
     from jrl_core.puzzles import PuzzleSpec, build_rows
 
-    model, processor = nano.load_model(str(nano.build_nano(TINY, cache_dir=tmp_path / "cache", progress=False)))
+    model, processor = nano.load_model(str(nano_dir))
     rows = build_rows(sample_views(load_photos("skimage", "train"), 8, seed=0, size=56), PuzzleSpec(m=2, n=1),
                       n_items=8, seed=0)
     lo, hi = GRPO_D_PRESETS["geometry"]
