@@ -112,25 +112,20 @@ def tokenizer_corpus() -> list[str]:
     questions, answers). Training a tokenizer on jigsaw prompt *wording* teaches the
     model nothing about jigsaw answers; it only keeps prompts short in tokens.
     """
-    from jrl_core import perception
+    from PIL import Image
+
+    from jrl_core import perception, puzzles
 
     lines: list[str] = []
-    try:  # jigsaw prompts of every size, so that common words are single tokens
-        from PIL import Image
-
-        from jrl_core import puzzles
-
-        img = Image.new("RGB", (112, 112))
-        for qt in ("pair", "full"):
-            for think in (False, True):
-                for m, n in ((2, 1), (1, 2), (3, 1), (2, 2), (1, 3), (4, 1), (3, 3)):
-                    for seed in range(3):
-                        spec = puzzles.PuzzleSpec(m=m, n=n, question_type=qt, think=think)
-                        row = puzzles.make_row(img, spec, seed=seed)
-                        lines.append(row["prompt"][0]["content"][-1]["text"])
-                        lines.append(str(row["solution"]))
-    except Exception:  # puzzles not importable yet: the perception text still covers the vocabulary
-        pass
+    img = Image.new("RGB", (112, 112))
+    for qt in ("pair", "full"):  # jigsaw prompts of every size, so that common words are single tokens
+        for think in (False, True):
+            for m, n in ((2, 1), (1, 2), (3, 1), (2, 2), (1, 3), (4, 1), (3, 3)):
+                for seed in range(3):
+                    spec = puzzles.PuzzleSpec(m=m, n=n, question_type=qt, think=think)
+                    row = puzzles.make_row(img, spec, seed=seed)
+                    lines.append(row["prompt"][0]["content"][-1]["text"])
+                    lines.append(str(row["solution"]))
     lines.extend(perception.corpus())
     lines.extend(["<think>", "</think>", "<answer>", "</answer>", "A B C D E F G H", "0 1 2 3 4 5 6 7 8 9"])
     return lines

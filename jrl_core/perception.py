@@ -63,7 +63,7 @@ def _mc(image, question, correct: str, wrong: Sequence[str], task: str, rng: ran
 def _halves_same_photo(axis: str):
     a, b = ("top", "bottom") if axis == "v" else ("left", "right")
 
-    def gen(view: Image.Image, other: Image.Image, rng: random.Random) -> PerceptionItem:
+    def gen(view: Image.Image, other: tuple[Image.Image, Image.Image], rng: random.Random) -> PerceptionItem:
         same = rng.random() < 0.5
         img = view.copy()
         if not same:

@@ -77,6 +77,26 @@ NANO = GRPOSettings(
 """The nano preset: same algorithm, sized for 2 CPU cores."""
 
 
+def preset(scale: str = "nano", *, think: bool = False, **overrides) -> GRPOSettings:
+    """The GRPO settings for a scale, with ``None``-valued overrides ignored.
+
+    ``scale``: ``"nano"`` (:data:`NANO`) or ``"paper"`` (:data:`PAPER`). Thinking runs get at
+    least 256 completion tokens (a one-letter budget would cut every chain). Raises
+    ``ValueError`` for an unknown scale or an unknown field name.
+    """
+    base = {"nano": NANO, "paper": PAPER}.get(scale)
+    if base is None:
+        raise ValueError(f"scale={scale!r}: use 'nano' or 'paper'.")
+    fields = {f.name for f in dataclasses.fields(GRPOSettings)}
+    unknown = set(overrides) - fields
+    if unknown:
+        raise ValueError(f"unknown GRPO setting(s) {sorted(unknown)}; known: {sorted(fields)}")
+    settings = dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
+    if think and settings.max_completion_length < 256:
+        settings = dataclasses.replace(settings, max_completion_length=256)
+    return settings
+
+
 def grpo_config(settings: GRPOSettings, output_dir: str | Path, **overrides):
     """A ``trl.GRPOConfig`` with every paper setting explicit.
 

@@ -100,3 +100,17 @@ def test_pretrained_nano_build_is_deterministic_for_a_seed(nano_dir, tiny_config
     again = nano.build_nano(tiny_config, cache_dir=tmp_path, progress=False)
     a, b = load_file(nano_dir / "model.safetensors"), load_file(again / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_preset_applies_overrides_and_ignores_none():
+    s = train.preset("nano", steps=7, beta=None)
+    assert s.steps == 7 and s.beta == train.NANO.beta
+    assert train.preset("paper").learning_rate == 1e-6 and train.preset("paper").prompts_per_step == 64
+    assert train.preset("nano", think=True).max_completion_length >= 256
+
+
+def test_preset_names_bad_input():
+    with pytest.raises(ValueError, match="scale"):
+        train.preset("huge")
+    with pytest.raises(ValueError, match="stpes"):
+        train.preset("nano", stpes=3)
