@@ -11,11 +11,11 @@ import base64
 import dataclasses
 import html
 import io
-import json
 from pathlib import Path
 
 import pandas as pd
 
+from jrl_core.atomic import atomic_write_json
 from jrl_core.plots import PAPER_TABLES
 
 
@@ -90,8 +90,6 @@ def write_metrics(run_dir, *, model, scale, spec, settings, before, after, paper
     """Write ``<run_dir>/metrics.json`` (atomically) for the study index: accuracy
     before/after, valid and "A" shares, training summary, paper-vs-ours rows and the
     skipped-input counts. Returns the dict."""
-    from jrl_core.train import atomic_write_text
-
     b, a = before.summary(), after.summary()
     label = f"{spec.m}x{spec.n} {spec.question_type} {'thinking' if spec.think else 'non-thinking'}"
     metrics = {
@@ -110,5 +108,5 @@ def write_metrics(run_dir, *, model, scale, spec, settings, before, after, paper
             for p in paper
         ],
     }
-    atomic_write_text(Path(run_dir) / "metrics.json", json.dumps(metrics, indent=2, default=str))
+    atomic_write_json(Path(run_dir) / "metrics.json", metrics)
     return metrics

@@ -38,6 +38,8 @@ from typing import Any
 
 import yaml
 
+from jrl_core.atomic import atomic_write_json, atomic_write_text
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 """Repository root: notebooks execute with this as their working directory."""
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
@@ -119,38 +121,6 @@ class RunResult:
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-_FILE_MODE = 0o666 & ~_umask()  # what a plain open() would give; mkstemp alone gives 0600
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    _atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def _atomic_write_json(path: Path, obj: Any) -> None:
-    _atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def _now() -> str:
@@ -479,8 +449,8 @@ def execute_run(
         except Exception:
             nb = _error_notebook(spec, error or "no executed notebook")
     tmp_nb.unlink(missing_ok=True)
-    _atomic_write_text(out_path, nbformat.writes(nb))
-    _atomic_write_text(run_dir / REPORT_FILE, _render_html(nb, spec.name))
+    atomic_write_text(out_path, nbformat.writes(nb))
+    atomic_write_text(run_dir / REPORT_FILE, _render_html(nb, spec.name))
 
     metrics, skipped_inputs, metrics_error = read_notebook_metrics(run_dir)
     record = {
@@ -502,7 +472,7 @@ def execute_run(
     }
     if metrics_error:
         record["metrics_error"] = metrics_error
-    _atomic_write_json(run_dir / RUN_RECORD_FILE, record)
+    atomic_write_json(run_dir / RUN_RECORD_FILE, record)
     return RunResult(name=spec.name, status=record["status"], run_dir=run_dir, record=record)
 
 
@@ -734,7 +704,7 @@ def write_index(reports_dir: str | os.PathLike = "reports") -> Path:
         parts.append("</tbody></table>")
     parts.append("</body></html>\n")
     path = reports / "index.html"
-    _atomic_write_text(path, "\n".join(parts))
+    atomic_write_text(path, "\n".join(parts))
     return path
 
 

@@ -14,9 +14,6 @@ sized for a 2-core CPU (see its field comments for why each value differs).
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +21,7 @@ import pandas as pd
 from transformers import TrainerCallback
 
 from jrl_core import rewards
+from jrl_core.atomic import atomic_write_json, atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -170,16 +168,6 @@ class MetricsTable(TrainerCallback):
         return pd.DataFrame(self.rows)
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def to_dataset(rows: list[dict]):
     """Dataset rows (from :mod:`jrl_core.puzzles`) -> ``datasets.Dataset`` with an
     ``image`` column, as ``GRPOTrainer`` expects for VLMs."""
@@ -233,5 +221,5 @@ def train_grpo(model, processor, rows: list[dict], settings: GRPOSettings, outpu
     if save_final:
         trainer.save_model(str(output_dir / "final"))
         processor.save_pretrained(str(output_dir / "final"))
-    (output_dir / "settings.json").write_text(json.dumps(dataclasses.asdict(settings), indent=2))
+    atomic_write_json(output_dir / "settings.json", dataclasses.asdict(settings))
     return trainer, table.frame()
