@@ -5,19 +5,36 @@ puzzles built with ``jigsaw_seed=0`` (paper_spec §1.4); pair questions are scor
 the letter, full questions by exact match in the tables. This module does the same
 for any model (nano or a real checkpoint), batched with left padding, and keeps every
 completion so that the analysis notebooks can read them back.
+
+* :func:`evaluate` scores any rows in the puzzle-row format (jigsaw puzzles, the
+  downstream benchmarks of ``jrl_core.downstream``, the generalization suite of
+  ``jrl_core.generalization``);
+* :func:`evaluate_grid` is the sizes × question types × thinking modes grid of
+  Jigsaw-R1 Tables 1 (pair) and 7 (full);
+* :func:`generate` runs on transformers (``backend="hf"``, default) or, for paper-scale
+  models on a GPU, on vLLM (``backend="vllm"``, optional dependency).
 """
 
 from __future__ import annotations
 
 import math
+import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
 from jrl_core import rewards
+from jrl_core.atomic import atomic_write_text
 from jrl_core.images import load_photos, sample_views
 from jrl_core.puzzles import PuzzleSpec, build_rows, random_baseline
+
+#: Puzzle sizes of Jigsaw-R1 Tables 1 and 7 (columns 2x1, 3x1, 4x1, 2x2).
+PAPER_SIZES: tuple[tuple[int, int], ...] = ((2, 1), (3, 1), (4, 1), (2, 2))
+#: Generation backends of :func:`generate`.
+BACKENDS = ("hf", "vllm")
 
 
 def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -66,13 +83,39 @@ class EvalResult:
                 "valid": self.valid, "share_A": self.share_a, "random": self.random, "n": self.n}
 
 
-def generate(model, processor, rows: Sequence[dict], *, batch_size: int = 64, max_new_tokens: int = 16,
-             progress: bool = True, desc: str = "evaluating") -> list[str]:
-    """Greedy completions for ``rows`` (dataset rows with ``prompt`` and ``image``).
+def _row_images(row: dict) -> list:
+    """The images of one row as a list (a row may carry one PIL image or a list of them)."""
+    image = row.get("image")
+    if image is None:
+        return []
+    return list(image) if isinstance(image, (list, tuple)) else [image]
 
-    Batched with left padding; ``max_new_tokens`` caps each completion (the paper uses
-    512; single-letter answers need 2). Returns decoded strings without special tokens.
+
+def generate(model, processor, rows: Sequence[dict], *, batch_size: int = 64, max_new_tokens: int = 16,
+             progress: bool = True, desc: str = "evaluating", backend: str = "hf") -> list[str]:
+    """Greedy completions for ``rows`` (dataset rows with a chat ``prompt`` and ``image``).
+
+    Args:
+        model: a transformers model (``backend="hf"``), or for ``backend="vllm"`` a
+            ``vllm.LLM`` or a model folder / hub id to open with it.
+        processor: the model's processor (chat template, tokenizer, image processor).
+        rows: N rows; ``image`` is a PIL image or a list of them (one ``{"type": "image"}``
+            slot each in the prompt, in order).
+        batch_size: prompts per ``generate`` call (hf; left padding). 1 = per-sample loop.
+        max_new_tokens: cap per completion (the paper uses 512; single letters need 2-4).
+        progress: tqdm bar over batches.
+        backend: ``"hf"`` (default) or ``"vllm"`` (lazy import; see :func:`_generate_vllm`).
+
+    Returns:
+        N decoded strings, special tokens removed, in row order.
+
+    Raises:
+        ValueError: unknown backend. ImportError: ``backend="vllm"`` without vLLM installed.
     """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown generation backend {backend!r}; use one of {', '.join(BACKENDS)}.")
+    if backend == "vllm":
+        return _generate_vllm(model, processor, rows, max_new_tokens=max_new_tokens, progress=progress)
     import torch
     from tqdm.auto import tqdm
 
@@ -87,7 +130,8 @@ def generate(model, processor, rows: Sequence[dict], *, batch_size: int = 64, ma
             chunk = rows[s:s + batch_size]
             texts = [processor.apply_chat_template(r["prompt"], tokenize=False, add_generation_prompt=True)
                      for r in chunk]
-            batch = processor(text=texts, images=[r["image"] for r in chunk], return_tensors="pt",
+            images = [img for r in chunk for img in _row_images(r)]
+            batch = processor(text=texts, images=images or None, return_tensors="pt",
                               padding=True).to(device)
             gen = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                                  pad_token_id=tok.pad_token_id)
@@ -96,17 +140,68 @@ def generate(model, processor, rows: Sequence[dict], *, batch_size: int = 64, ma
     return out
 
 
+VLLM_INSTALL_HINT = (
+    "generate(backend='vllm') needs the optional vLLM package (Linux with a CUDA GPU): "
+    "`pip install vllm` in the workbook's environment (pick the wheel matching its torch), "
+    "or use backend='hf' (transformers, works everywhere)."
+)
+
+
+def _generate_vllm(model, processor, rows: Sequence[dict], *, max_new_tokens: int, progress: bool) -> list[str]:
+    """Greedy completions with vLLM (paper-scale evaluation on a GPU; not exercised in the tests
+    beyond the missing-package error). ``model`` is a ``vllm.LLM`` or a path / hub id; prompts
+    are rendered with ``processor``'s chat template and the images passed as multi-modal data."""
+    try:
+        import vllm
+    except ImportError as err:
+        raise ImportError(VLLM_INSTALL_HINT) from err
+    max_images = max((len(_row_images(r)) for r in rows), default=1) or 1
+    if isinstance(model, (str, os.PathLike)):
+        model = vllm.LLM(model=str(model), limit_mm_per_prompt={"image": max_images})
+    params = vllm.SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
+    requests = []
+    for r in rows:
+        text = processor.apply_chat_template(r["prompt"], tokenize=False, add_generation_prompt=True)
+        images = _row_images(r)
+        request = {"prompt": text}
+        if images:
+            request["multi_modal_data"] = {"image": images[0] if len(images) == 1 else images}
+        requests.append(request)
+    outputs = model.generate(requests, params, use_tqdm=progress)
+    return [o.outputs[0].text for o in outputs]
+
+
+def _random_rate(rows: Sequence[dict]) -> float:
+    """Mean random-guess accuracy of ``rows``: their ``random`` entries when present (downstream
+    and suite rows carry one), else :func:`random_baseline` of the first row; NaN when undefined
+    (box answers, open counting)."""
+    if not rows:
+        return random_baseline("pair", 2, 1)
+    if all("random" in r for r in rows):
+        values = [float(r["random"]) for r in rows]
+        return float(sum(values) / len(values))
+    q = rows[0]
+    try:
+        return random_baseline(q.get("question_type", ""), q["m"], q["n"])
+    except (ValueError, KeyError, TypeError):
+        return float("nan")
+
+
 def evaluate(model, processor, rows: Sequence[dict], *, batch_size: int = 64, max_new_tokens: int = 16,
-             progress: bool = True, desc: str = "evaluating") -> EvalResult:
+             progress: bool = True, desc: str = "evaluating", backend: str = "hf") -> EvalResult:
     """Greedy accuracy of ``model`` on ``rows`` with its 95% interval and answer shares.
 
     Accuracy is the protocol's accuracy reward (letter: exact; grid: exact match, as
-    the paper's tables); ``valid`` is the share passing the format reward; ``share_a``
-    the share of extracted letter answers equal to "A" (bias swings of a nano model
-    move greedy accuracy by ±0.2, so report it beside accuracy).
+    the paper's tables; point: centre in box); the table's ``score`` column keeps the
+    reward itself (grid: the fractional share of positions right, protocol §5);
+    ``valid`` is the share passing the format reward; ``share_a`` the share of
+    extracted letter answers equal to "A" (bias swings of a nano model move greedy
+    accuracy by ±0.2, so report it beside accuracy). ``random`` is the mean of the
+    rows' ``random`` entries when they have one, else ``random_baseline`` of the first
+    row (NaN when undefined). Rows with a ``task`` column keep it in the table.
     """
     completions = generate(model, processor, rows, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                           progress=progress, desc=desc)
+                           progress=progress, desc=desc, backend=backend)
     cols = {k: [r[k] for r in rows] for k in ("solution", "answer_type", "m", "n", "think")}
     acc = rewards.accuracy_reward(completions, **cols)
     fmt = rewards.format_reward(completions, **{k: v for k, v in cols.items() if k != "solution"})
@@ -118,15 +213,138 @@ def evaluate(model, processor, rows: Sequence[dict], *, batch_size: int = 64, ma
         "solution": cols["solution"], "completion": completions, "score": acc, "correct": exact,
         "format": fmt, "letter": letters,
     })
+    if any("task" in r for r in rows):
+        table["task"] = [r.get("task", "") for r in rows]
     k = int(sum(exact))
     n = len(rows)
-    q = rows[0] if rows else {"question_type": "pair", "m": 2, "n": 1}
     return EvalResult(
         table=table,
         accuracy=k / n if n else 0.0,
         ci95=wilson_interval(k, n),
         valid=float(sum(f >= 1.0 for f in fmt) / n) if n else 0.0,
         share_a=float(sum(x == "A" for x in letters) / n) if n else 0.0,
-        random=random_baseline(q["question_type"], q["m"], q["n"]),
+        random=_random_rate(rows),
         n=n,
     )
+
+
+# ---------------------------------------------------------------- Tables 1 and 7: the evaluation grid
+
+
+def default_max_new_tokens(question_type: str, m: int, n: int) -> int:
+    """Non-thinking completion cap for a question: 4 tokens for one letter or number, and
+    ``4·m·n + 4`` for an m×n grid (indices, separators and line breaks, with room to spare)."""
+    if question_type == "full":
+        return 4 * m * n + 4
+    return 4
+
+
+def _cell_name(size: str, question_type: str, mode: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{size}_{question_type}_{mode}")
+
+
+def evaluate_grid(
+    model,
+    processor,
+    sizes: Sequence[tuple[int, int]] = PAPER_SIZES,
+    question_types: Sequence[str] = ("pair", "full"),
+    thinks: Sequence[bool | str] = (False, True),
+    *,
+    n_items: int = 100,
+    seed: int = 0,
+    source: str = "skimage",
+    image_size: int = 112,
+    shuffle_mn: bool = True,
+    batch_size: int = 64,
+    max_new_tokens: int | None = None,
+    max_new_tokens_think: int = 512,
+    save_dir: str | Path | None = None,
+    return_tables: bool = False,
+    progress: bool = True,
+    backend: str = "hf",
+) -> pd.DataFrame | tuple[pd.DataFrame, dict[tuple[str, str, str], pd.DataFrame]]:
+    """Jigsaw accuracy over sizes × question types × thinking modes (Jigsaw-R1 Tables 1 and 7).
+
+    Every cell is a fixed seeded test set (:func:`test_rows`, the same ``n_items`` test-photo
+    views in every cell; the paper uses 1,000 puzzles, the nano default is 100) scored with
+    :func:`evaluate`.
+
+    Args:
+        model, processor: any model :func:`generate` runs (nano or a real checkpoint).
+        sizes: (m, n) grid sizes; default the paper's 2x1, 3x1, 4x1, 2x2.
+        question_types: ``"pair"`` (Table 1), ``"full"`` (Table 7), or any other
+            ``PuzzleSpec`` question type with a random baseline (``"single"``, ``"multiple"``).
+        thinks: thinking modes: ``False``/``True`` (Jigsaw-R1 non-thinking / thinking) or
+            ``jrl_core.modes.MODES`` names.
+        n_items: puzzles per cell (≥ 1).
+        seed: test-set seed (``test_rows(seed=...)``).
+        source, image_size: photo source and view size of the test set.
+        shuffle_mn: swap m and n with probability 1/2 per puzzle, as the reference test script
+            does by default (``test.py --shuffle_mn``); the random baselines are unchanged.
+        batch_size: prompts per generate call.
+        max_new_tokens: cap for cells without thinking; None = :func:`default_max_new_tokens`.
+        max_new_tokens_think: cap for thinking cells (paper: 512).
+        save_dir: if given, each cell's per-puzzle table is written to
+            ``<save_dir>/<size>_<question type>_<mode>.csv`` and the summary to
+            ``<save_dir>/grid_summary.csv`` (atomic writes).
+        return_tables: also return the per-puzzle tables.
+        progress: tqdm bar over cells (and the inner per-batch bars).
+        backend: generation backend (``"hf"`` or ``"vllm"``).
+
+    Returns:
+        A DataFrame with one row per cell, in the order sizes × question types × thinks, and
+        columns ``size`` ("2x1"), ``question_type``, ``think`` (bool), ``mode``, ``n`` (puzzles),
+        ``accuracy`` (exact match, in [0, 1]; the tables' metric), ``score`` (mean accuracy
+        reward: full questions the fractional share of positions right, pair the same as
+        accuracy), ``ci_low``/``ci_high`` (95% Wilson interval of accuracy), ``random``
+        (random-guess accuracy, paper_spec §1.3), ``valid`` (share passing the format reward),
+        ``share_A`` and ``max_new_tokens``. With ``return_tables``: ``(summary, tables)`` where
+        ``tables[(size, question_type, mode)]`` is that cell's per-puzzle table (see
+        :class:`EvalResult`).
+
+    Raises:
+        ValueError: empty sizes/question_types/thinks, ``n_items < 1``, or an invalid puzzle
+            spec (from ``PuzzleSpec``).
+    """
+    from tqdm.auto import tqdm
+
+    if not sizes or not question_types or not thinks:
+        raise ValueError("evaluate_grid needs at least one size, one question type and one thinking mode.")
+    if n_items < 1:
+        raise ValueError(f"evaluate_grid: n_items must be >= 1, got {n_items}.")
+    specs = []
+    for m, n in sizes:
+        for qt in question_types:
+            for think in thinks:
+                if isinstance(think, str):
+                    spec = PuzzleSpec(m=m, n=n, question_type=qt, shuffle_mn=shuffle_mn, mode=think)
+                else:
+                    spec = PuzzleSpec(m=m, n=n, question_type=qt, shuffle_mn=shuffle_mn, think=bool(think))
+                specs.append(spec)
+    records, tables = [], {}
+    for spec in tqdm(specs, desc="evaluation grid", disable=not progress):
+        size, mode = f"{spec.m}x{spec.n}", spec.thinking_mode.name
+        if spec.think:
+            cap = max_new_tokens_think
+        else:
+            cap = max_new_tokens if max_new_tokens is not None else default_max_new_tokens(
+                spec.question_type, spec.m, spec.n)
+        rows = test_rows(spec, n_items=n_items, seed=seed, source=source, image_size=image_size)
+        res = evaluate(model, processor, rows, batch_size=batch_size, max_new_tokens=cap, progress=progress,
+                       desc=f"{size} {spec.question_type} {mode}", backend=backend)
+        table = res.table.assign(size=size, mode=mode, think=spec.think)
+        tables[(size, spec.question_type, mode)] = table
+        records.append({
+            "size": size, "question_type": spec.question_type, "think": spec.think, "mode": mode,
+            "n": res.n, "accuracy": res.accuracy, "score": float(table["score"].mean()),
+            "ci_low": res.ci95[0], "ci_high": res.ci95[1],
+            "random": random_baseline(spec.question_type, spec.m, spec.n, spec.n_c),
+            "valid": res.valid, "share_A": res.share_a, "max_new_tokens": cap,
+        })
+        if save_dir is not None:
+            atomic_write_text(Path(save_dir) / f"{_cell_name(size, spec.question_type, mode)}.csv",
+                              table.to_csv(index=False))
+    summary = pd.DataFrame.from_records(records)
+    if save_dir is not None:
+        atomic_write_text(Path(save_dir) / "grid_summary.csv", summary.to_csv(index=False))
+    return (summary, tables) if return_tables else summary

@@ -1,0 +1,136 @@
+"""The jigsaw evaluation grid (Jigsaw-R1 Tables 1 and 7) and the generation backends."""
+
+import math
+import sys
+
+import pandas as pd
+import pytest
+
+from jrl_core import evaluate, nano, rewards
+from jrl_core.puzzles import PuzzleSpec
+
+
+@pytest.fixture(scope="module")
+def tiny_model(nano_dir):
+    return nano.load_model(str(nano_dir))
+
+
+def _fake_generate(answer):
+    """A stand-in for evaluate.generate: completion = answer(row) for every row."""
+    def gen(model, processor, rows, **kwargs):
+        return [answer(r) for r in rows]
+    return gen
+
+
+def _half_right(solution: str) -> str:
+    """The 2x2 grid with its last two positions swapped: two of four right."""
+    v = rewards.parse_grid(solution, 2, 2)
+    return f"{v[0]} {v[1]}\n{v[3]} {v[2]}"
+
+
+def test_grid_has_one_row_per_cell_with_the_paper_random_rows(tiny_model):
+    model, processor = tiny_model
+    df = evaluate.evaluate_grid(model, processor, sizes=[(2, 1), (2, 2)], n_items=3, image_size=56,
+                                max_new_tokens_think=4, progress=False)
+    assert len(df) == 2 * 2 * 2
+    assert list(df[["size", "question_type", "think"]].itertuples(index=False, name=None))[:4] == [
+        ("2x1", "pair", False), ("2x1", "pair", True), ("2x1", "full", False), ("2x1", "full", True)]
+    rnd = df.set_index(["size", "question_type", "think"])["random"]
+    assert rnd[("2x1", "pair", False)] == 0.5 and rnd[("2x2", "pair", True)] == 0.125
+    assert rnd[("2x1", "full", False)] == 0.5 and rnd[("2x2", "full", True)] == pytest.approx(1 / 24)
+    assert (df["n"] == 3).all()
+    assert ((df["ci_low"] <= df["accuracy"]) & (df["accuracy"] <= df["ci_high"])).all()
+    assert df["accuracy"].between(0, 1).all() and df["valid"].between(0, 1).all()
+    assert (df["score"] >= df["accuracy"]).all()
+    assert set(df.loc[df["think"], "max_new_tokens"]) == {4}
+    assert set(df["mode"]) == {"thinking", "non_thinking"}
+
+
+def test_grid_keeps_and_saves_every_cell_table(tiny_model, tmp_path):
+    model, processor = tiny_model
+    df, tables = evaluate.evaluate_grid(model, processor, sizes=[(2, 1)], question_types=("pair",),
+                                        thinks=(False,), n_items=4, image_size=56, progress=False,
+                                        save_dir=tmp_path, return_tables=True)
+    assert set(tables) == {("2x1", "pair", "non_thinking")}
+    table = tables[("2x1", "pair", "non_thinking")]
+    assert len(table) == 4 and {"completion", "solution", "score", "correct", "format"} <= set(table.columns)
+    saved = pd.read_csv(tmp_path / "2x1_pair_non_thinking.csv")
+    assert len(saved) == 4
+    assert pd.read_csv(tmp_path / "grid_summary.csv")["accuracy"].tolist() == pytest.approx(df["accuracy"].tolist())
+
+
+def test_full_questions_report_exact_accuracy_and_fractional_score(monkeypatch):
+    monkeypatch.setattr(evaluate, "generate", _fake_generate(lambda r: _half_right(r["solution"])))
+    df = evaluate.evaluate_grid(None, None, sizes=[(2, 2)], question_types=("full",), thinks=(False,),
+                                n_items=6, image_size=56, shuffle_mn=False, progress=False)
+    assert df.loc[0, "accuracy"] == 0.0
+    assert df.loc[0, "score"] == pytest.approx(0.5)
+    assert df.loc[0, "valid"] == 1.0
+
+
+def test_right_answers_in_thinking_format_score_one(monkeypatch):
+    monkeypatch.setattr(evaluate, "generate",
+                        _fake_generate(lambda r: f"<think>look</think> <answer>{r['solution']}</answer>"))
+    df = evaluate.evaluate_grid(None, None, sizes=[(3, 1)], thinks=(True,), n_items=5, image_size=56,
+                                progress=False)
+    assert df["accuracy"].tolist() == [1.0, 1.0] and df["valid"].tolist() == [1.0, 1.0]
+    assert df["ci_high"].tolist() == [1.0, 1.0] and (df["ci_low"] > 0.5).all()
+
+
+def test_grid_accepts_mode_names(monkeypatch):
+    monkeypatch.setattr(evaluate, "generate", _fake_generate(lambda r: r["solution"]))
+    df = evaluate.evaluate_grid(None, None, sizes=[(2, 1)], question_types=("pair",),
+                                thinks=("no_thinking_rl",), n_items=2, image_size=56, progress=False)
+    assert df.loc[0, "mode"] == "no_thinking_rl" and not df.loc[0, "think"]
+
+
+def test_grid_test_sets_are_fixed_by_the_seed(monkeypatch):
+    seen = []
+    monkeypatch.setattr(evaluate, "generate", _fake_generate(lambda r: seen.append(r["solution"]) or "A"))
+    for _ in range(2):
+        evaluate.evaluate_grid(None, None, sizes=[(2, 2)], question_types=("full",), thinks=(False,),
+                               n_items=5, image_size=56, progress=False)
+    assert seen[:5] == seen[5:]
+
+
+def test_grid_rejects_empty_axes_and_zero_items():
+    with pytest.raises(ValueError, match="at least one size"):
+        evaluate.evaluate_grid(None, None, sizes=[])
+    with pytest.raises(ValueError, match="n_items"):
+        evaluate.evaluate_grid(None, None, n_items=0)
+
+
+def test_default_caps_fit_the_answer():
+    assert evaluate.default_max_new_tokens("pair", 2, 2) == 4
+    assert evaluate.default_max_new_tokens("full", 4, 1) == 20
+
+
+def test_evaluate_uses_the_rows_random_rate_when_given(monkeypatch):
+    monkeypatch.setattr(evaluate, "generate", _fake_generate(lambda r: "A"))
+    rows = evaluate.test_rows(PuzzleSpec(m=2, n=1), n_items=4, image_size=56)
+    for r, p in zip(rows, (0.5, 0.25, 0.25, 0.5), strict=True):
+        r["random"] = p
+    assert evaluate.evaluate(None, None, rows, progress=False).random == pytest.approx(0.375)
+    for r in rows:
+        r.pop("random")
+        r["question_type"] = "something_else"
+    assert math.isnan(evaluate.evaluate(None, None, rows, progress=False).random)
+
+
+def test_batched_and_per_sample_generation_agree(tiny_model):
+    model, processor = tiny_model
+    rows = evaluate.test_rows(PuzzleSpec(m=2, n=1), n_items=4, image_size=56)
+    batched = evaluate.generate(model, processor, rows, batch_size=4, max_new_tokens=3, progress=False)
+    single = evaluate.generate(model, processor, rows, batch_size=1, max_new_tokens=3, progress=False)
+    assert batched == single
+
+
+def test_unknown_backend_is_rejected():
+    with pytest.raises(ValueError, match="backend"):
+        evaluate.generate(None, None, [], backend="onnx")
+
+
+def test_vllm_backend_without_vllm_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "vllm", None)  # import vllm -> ImportError
+    with pytest.raises(ImportError, match="pip install vllm"):
+        evaluate.generate("some/model", None, [], backend="vllm")
