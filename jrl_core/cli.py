@@ -16,6 +16,9 @@ Examples::
     jrl study full --only rq1_jigsaw_2x1_pair --force
     jrl run rq1_jigsaw.ipynb -p steps 20 -p lr 1e-5 --name try1
     jrl index
+    jrl train --recipe nano/rq1_2x1_pair --set grpo.steps=20
+    accelerate launch --config_file recipes/accelerate/deepspeed_zero2.yaml -m jrl_core.cli train \
+        --recipe paper/qwen2.5-vl-3b_2x1_pair_nothink
 """
 
 from __future__ import annotations
@@ -121,6 +124,34 @@ def _cmd_index(args: argparse.Namespace) -> int:
     from jrl_core.study import write_index
 
     print(write_index(args.reports).resolve())
+    return 0
+
+
+@subcommand
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="run one training recipe (recipes/<name>.yaml): evaluate, train, evaluate")
+    p.add_argument("--recipe", required=True, help="recipe name under recipes/ (e.g. nano/rq1_2x1_pair) or a path")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe field, e.g. --set grpo.steps=10 --set mode=thinking (YAML values)")
+    p.add_argument("--out", help="run folder (default: runs/<recipe name>)")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved experiment and settings, train nothing")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import json
+
+    from jrl_core.experiment import load_recipe, run_experiment
+
+    exp = load_recipe(args.recipe, args.overrides)
+    if args.dry_run:
+        import dataclasses
+
+        print(json.dumps({"experiment": exp.to_dict(), "grpo": dataclasses.asdict(exp.grpo_settings())},
+                         indent=2, default=str))
+        return 0
+    out = run_experiment(exp, args.out or Path("runs") / exp.name)
+    print(json.dumps({"before": out["before"], "after": out["after"]}, indent=2))
     return 0
 
 

@@ -59,7 +59,7 @@ SPECIAL_TOKENS = [
 ]
 TAG_TOKENS = ["<think>", "</think>", "<answer>", "</answer>", "<reason>", "</reason>"]
 
-NANO_RECIPE_VERSION = 2
+NANO_RECIPE_VERSION = 3
 """Bumped whenever the build recipe changes in a way the config fields do not show."""
 
 DEFAULT_CACHE = Path(os.environ.get("JRL_CACHE", Path(__file__).resolve().parent.parent / ".cache"))
@@ -91,6 +91,7 @@ class NanoConfig:
     pretrain_batch: int = 32
     pretrain_lr: float = 1e-3
     pretrain_tasks: tuple[str, ...] = ()  # empty = perception.DEFAULT_TASKS
+    pretrain_think_share: float = 0.25  # share of items in thinking mode (templated <think> chain + <answer>)
     photo_source: str = "skimage"
     extra: dict = field(default_factory=dict, hash=False, compare=False)
 

@@ -42,13 +42,51 @@ class PerceptionItem:
     answer: str
     task: str
 
-    def prompt_text(self) -> str:
-        """Question + lettered options + Jigsaw-R1's non-thinking letter instruction."""
+    def prompt_text(self, mode: str = "non_thinking") -> str:
+        """Question + lettered options + the thinking mode's letter instruction (Jigsaw-R1's
+        non-thinking one by default; ``"thinking"`` asks for ``<think>…</think><answer>…</answer>``)."""
         opts = "\n".join(f"({string.ascii_uppercase[i]}) {c}" for i, c in enumerate(self.choices))
         return (
             f"{self.question}\n\nSelect the correct answer from the following {len(self.choices)} choices:\n\n"
-            f"{opts}" + get_mode("non_thinking").suffix("letter")
+            f"{opts}" + get_mode(mode).suffix("letter")
         )
+
+    def target(self, mode: str = "non_thinking", seed: int = 0) -> str:
+        """The assistant turn the nano model is pretrained to produce: the bare letter, or for
+        thinking modes a templated chain (:func:`think_chain`) in the mode's tag layout."""
+        m = get_mode(mode)
+        if not m.think:
+            return self.answer
+        return f"<think>{think_chain(self, random.Random(f'chain:{seed}'))}</think><answer>{self.answer}</answer>"
+
+
+# --- templated reasoning chains (the nano model's only source of "thinking" text) -------------------
+# Real VLMs bring reasoning habits from language pretraining; a nano model has none, so its
+# pretraining shows it short chains built from these templates. They carry the cue words the
+# reasoning analysis counts (Jigsaw-R1 App. H.1: "recheck", "reexamine", "work backwards"; the
+# four behaviours of Gandhi et al. 2025), each with a fixed probability, so a nano run's
+# keyword frequencies start from a known base rate (RQ4). Chains always end with the gold letter.
+CHAIN_OPENINGS = ("Let me look at the image.", "First, I look at each part of the image, then compare them.",
+                  "The question asks about the image.")
+CHAIN_PATTERNS = {  # behaviour -> (probability, phrases)
+    "verification": (0.3, ("Let me check this again.", "Let me verify the option.")),
+    "backtracking": (0.15, ("Let me recheck the image.", "Let me reexamine the choices.")),
+    "subgoal_setting": (0.2, ("Step by step: first the top, then the bottom.",)),
+    "backward_chaining": (0.1, ("I can work backwards from the choices.",)),
+}
+
+
+def think_chain(item: PerceptionItem, rng: random.Random) -> str:
+    """A short templated reasoning chain for ``item`` that names the gold option and ends with
+    "So the answer is (X)." — 60–250 characters. Deterministic for ``rng``'s seed."""
+    parts = [rng.choice(CHAIN_OPENINGS)]
+    for _, (p, phrases) in CHAIN_PATTERNS.items():
+        if rng.random() < p:
+            parts.append(rng.choice(phrases))
+    gold = item.choices[string.ascii_uppercase.index(item.answer)]
+    parts.append(f"Option ({item.answer}) says: {gold}.")
+    parts.append(f"So the answer is ({item.answer}).")
+    return " ".join(parts)
 
 
 def _mc(image, question, correct: str, wrong: Sequence[str], task: str, rng: random.Random) -> PerceptionItem:
@@ -275,29 +313,41 @@ def make_items(photos: list[Photo], k: int, *, seed: int, tasks: Sequence[str] =
 def corpus() -> list[str]:
     """Prompt texts of every task (for the nano tokenizer)."""
     photos = [Photo("a", Image.new("RGB", (64, 64), (90, 90, 90))), Photo("b", Image.new("RGB", (64, 64)))]
-    return [it.prompt_text() for it in make_items(photos, 4 * len(TASKS), seed=0, size=56)]
+    items = make_items(photos, 4 * len(TASKS), seed=0, size=56)
+    return ([it.prompt_text() for it in items] + [it.prompt_text("thinking") for it in items[:len(TASKS)]]
+            + [it.target("thinking", seed=i) for i, it in enumerate(items)])
 
 
 # --- pretraining -----------------------------------------------------------------------------------
 
-def encode_sft(processor, items: Sequence[PerceptionItem]):
-    """Tokenize items for supervised training on the answer only.
+def encode_sft(processor, items: Sequence[PerceptionItem], modes: Sequence[str] | None = None,
+               seeds: Sequence[int] | None = None):
+    """Tokenize items for supervised training on the assistant turn only.
 
-    Returns the processor's batch (``input_ids``, ``attention_mask``,
-    ``pixel_values``, ``image_grid_thw``) plus ``labels`` where every token but the
-    answer letter and the closing ``<|im_end|>`` is -100. Left padding.
+    ``modes[i]`` (default ``"non_thinking"``) picks item i's prompt instruction and target
+    (:meth:`PerceptionItem.target`: a letter, or a templated ``<think>`` chain + ``<answer>``);
+    ``seeds[i]`` seeds its chain. Returns the processor's batch (``input_ids``,
+    ``attention_mask``, ``pixel_values``, ``image_grid_thw``) plus ``labels``: -100
+    everywhere but the target's tokens and the closing ``<|im_end|>``. Left padding, so
+    each row's target is its last tokens.
     """
     import torch
 
     tok = processor.tokenizer
-    texts = []
-    for it in items:
-        msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": it.prompt_text()}]},
-                {"role": "assistant", "content": it.answer}]
+    modes = list(modes or ["non_thinking"] * len(items))
+    seeds = list(seeds or range(len(items)))
+    texts, n_target = [], []
+    for it, mode, sd in zip(items, modes, seeds, strict=True):
+        target = it.target(mode, seed=sd)
+        msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": it.prompt_text(mode)}]},
+                {"role": "assistant", "content": target}]
         texts.append(processor.apply_chat_template(msgs, tokenize=False).rstrip("\n"))
+        n_target.append(len(tok(target, add_special_tokens=False)["input_ids"]) + 1)  # + <|im_end|>
     batch = processor(text=texts, images=[it.image for it in items], return_tensors="pt", padding=True)
     labels = torch.full_like(batch["input_ids"], -100)
-    labels[:, -2:] = batch["input_ids"][:, -2:]  # "<letter>" "<|im_end|>" (left padding keeps them last)
+    width = batch["input_ids"].shape[1]
+    for i, k in enumerate(n_target):
+        labels[i, width - k:] = batch["input_ids"][i, width - k:]
     batch["labels"] = labels
     assert tok.convert_ids_to_tokens(int(batch["input_ids"][0, -1])) == "<|im_end|>"
     return batch
@@ -355,7 +405,9 @@ def pretrain(model, processor, cfg, *, progress: bool = True) -> dict:
     for step in bar:
         items = make_items(train_photos, cfg.pretrain_batch, seed=cfg.seed * 1_000_003 + step, tasks=tasks,
                            size=cfg.image_size)
-        batch = encode_sft(processor, items)
+        pick = random.Random(f"think:{cfg.seed}:{step}")
+        modes = ["thinking" if pick.random() < cfg.pretrain_think_share else "non_thinking" for _ in items]
+        batch = encode_sft(processor, items, modes, seeds=[step * 1000 + i for i in range(len(items))])
         loss = model(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -372,4 +424,25 @@ def pretrain(model, processor, cfg, *, progress: bool = True) -> dict:
         items = make_items(test_photos, 64, seed=10_007, tasks=[t], size=cfg.image_size)
         held_out[t] = letter_accuracy(model, processor, items)
     model.eval()
-    return {"loss_curve": curve, "held_out_accuracy": held_out, "tasks": list(tasks)}
+    record = {"loss_curve": curve, "held_out_accuracy": held_out, "tasks": list(tasks),
+              "think_share": cfg.pretrain_think_share}
+    if cfg.pretrain_think_share > 0:
+        record["thinking_format"] = thinking_format_share(model, processor, test_photos, tasks, cfg.image_size)
+    return record
+
+
+def thinking_format_share(model, processor, photos, tasks, size: int, k: int = 16) -> dict:
+    """Greedy thinking-mode completions on ``k`` held-out items: share in the
+    ``<think>…</think><answer>…</answer>`` layout and share whose answer is right."""
+    from jrl_core import rewards
+    from jrl_core.evaluate import generate
+
+    items = make_items(photos, k, seed=20_011, tasks=tasks, size=size)
+    rows = [{"prompt": [{"role": "user", "content": [{"type": "image"},
+                                                     {"type": "text", "text": it.prompt_text("thinking")}]}],
+             "image": it.image} for it in items]
+    outs = generate(model, processor, rows, max_new_tokens=96, progress=False)
+    fmt = rewards.format_reward(outs, answer_type=["letter"] * k, m=[1] * k, n=[1] * k, think=[True] * k)
+    acc = rewards.accuracy_reward(outs, solution=[it.answer for it in items], answer_type=["letter"] * k,
+                                  m=[1] * k, n=[1] * k, think=[True] * k)
+    return {"format": sum(fmt) / k, "accuracy": sum(acc) / k, "example": outs[0]}

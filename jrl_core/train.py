@@ -14,6 +14,9 @@ sized for a 2-core CPU (see its field comments for why each value differs).
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,8 +81,9 @@ NANO = GRPOSettings(
 def preset(scale: str = "nano", *, think: bool = False, **overrides) -> GRPOSettings:
     """The GRPO settings for a scale, with ``None``-valued overrides ignored.
 
-    ``scale``: ``"nano"`` (:data:`NANO`) or ``"paper"`` (:data:`PAPER`). Thinking runs get at
-    least 256 completion tokens (a one-letter budget would cut every chain). Raises
+    ``scale``: ``"nano"`` (:data:`NANO`) or ``"paper"`` (:data:`PAPER`). Thinking runs get
+    :data:`THINK_COMPLETION_LENGTH` completion tokens unless ``max_completion_length`` is given
+    (a one-letter budget would cut every chain). Raises
     ``ValueError`` for an unknown scale or an unknown field name.
     """
     base = {"nano": NANO, "paper": PAPER}.get(scale)
@@ -89,33 +93,43 @@ def preset(scale: str = "nano", *, think: bool = False, **overrides) -> GRPOSett
     unknown = set(overrides) - fields
     if unknown:
         raise ValueError(f"unknown GRPO setting(s) {sorted(unknown)}; known: {sorted(fields)}")
-    settings = dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
-    if think and settings.max_completion_length < 256:
-        settings = dataclasses.replace(settings, max_completion_length=256)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    settings = dataclasses.replace(base, **given)
+    if think and "max_completion_length" not in given:
+        settings = dataclasses.replace(settings, max_completion_length=THINK_COMPLETION_LENGTH[scale])
     return settings
+
+
+THINK_COMPLETION_LENGTH = {"nano": 64, "paper": 512}
+"""Completion budget of thinking runs: the paper's 512 tokens; 64 for the nano model, whose
+templated chains (``jrl_core.perception.think_chain``) are 25–60 tokens."""
 
 
 def grpo_config(settings: GRPOSettings, output_dir: str | Path, **overrides):
     """A ``trl.GRPOConfig`` with every paper setting explicit.
 
-    ``per_device_batch`` (0 = the whole step) and gradient accumulation are chosen so
-    that one optimizer step sees ``prompts_per_step × num_generations`` completions.
+    ``per_device_batch`` (0 = the whole step split over the processes) and gradient
+    accumulation are chosen so that one optimizer step sees ``prompts_per_step ×
+    num_generations`` completions over all ``WORLD_SIZE`` processes (Jigsaw-R1: 4 per GPU ×
+    8 GPUs × 16 accumulation steps = 64 prompts × 8 completions = 512). Raises ``ValueError``
+    when the numbers do not divide.
     Keyword ``overrides`` go straight to ``GRPOConfig`` (e.g. ``use_vllm=True``).
     """
     from trl import GRPOConfig
 
     total = settings.completions_per_step()
-    per_device = settings.per_device_batch or total
-    if total % per_device or per_device % settings.num_generations:
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # set by accelerate launch / torchrun
+    per_device = settings.per_device_batch or total // world
+    if per_device < 1 or total % (per_device * world):
         raise ValueError(
-            f"per_device_batch={per_device} must divide prompts_per_step×num_generations={total} and be a "
-            f"multiple of num_generations={settings.num_generations}."
+            f"per_device_batch={per_device} × {world} process(es) must divide "
+            f"prompts_per_step×num_generations={total} (the paper: 4 per GPU × 8 GPUs × 16 accumulation = 512)."
         )
     kw = dict(
         output_dir=str(output_dir),
         max_steps=settings.steps,
         per_device_train_batch_size=per_device,
-        gradient_accumulation_steps=total // per_device,
+        gradient_accumulation_steps=total // (per_device * world),
         num_generations=settings.num_generations,
         learning_rate=settings.learning_rate,
         lr_scheduler_type=settings.lr_scheduler_type,
@@ -168,17 +182,157 @@ class MetricsTable(TrainerCallback):
         return pd.DataFrame(self.rows)
 
 
+COMPLETION_LOG = "completions.jsonl"
+"""File name of the per-rollout log in a GRPO output folder (:class:`JigsawGRPOTrainer`)."""
+
+_META_COLUMNS = ("prompt_id", "solution", "answer_type", "m", "n", "think", "question_type", "mode")
+
+
+def _trainer_classes():
+    """Built lazily so that importing :mod:`jrl_core.train` does not import TRL."""
+    from trl import GRPOTrainer
+
+    class JigsawGRPOTrainer(GRPOTrainer):
+        """TRL's ``GRPOTrainer`` plus a completion log; two subclass hooks, no copied code.
+
+        Every rollout of every step is appended to ``completion_log`` (JSON lines), one record
+        per completion: ``step``, ``prompt_id``, ``completion`` (text), ``rewards`` (reward
+        name -> value), ``advantage``, ``length_tokens``, ``length_chars`` and the row's
+        ``solution, answer_type, m, n, think, question_type, mode``. The reasoning analysis
+        (:mod:`jrl_core.reasoning`) reads it. Only the main process writes.
+        """
+
+        def __init__(self, *args, completion_log: str | Path | None = None, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.completion_log = Path(completion_log) if completion_log else None
+
+        def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+            if self.completion_log is not None:  # TRL gathers these "extra" columns with the rollouts
+                for col in _META_COLUMNS:
+                    self._log_completion_extra(col, [x.get(col) for x in inputs])
+                self._log_completion_extra("length_tokens", [len(ids) for ids in completion_ids_list])
+            return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+
+        def log(self, logs, start_time=None):
+            super().log(logs, start_time)
+            if self.completion_log is None or not self.accelerator.is_main_process or not self._logs["completion"]:
+                return
+            extra = {k: list(v) for k, v in self._logs["extra"].items()}
+            rewards_ = {k: list(v) for k, v in self._logs["rewards"].items()}
+            lines = []
+            for i, comp in enumerate(self._logs["completion"]):
+                text = comp[-1]["content"] if isinstance(comp, list) else str(comp)
+                text = text if isinstance(text, str) else str(text)
+                rec = {"step": self.state.global_step,
+                       "prompt_id": extra.get("prompt_id", [None] * (i + 1))[i],
+                       "completion": text,
+                       "rewards": {k.removesuffix("_reward"): _num(v[i]) for k, v in rewards_.items()},
+                       "advantage": _num(self._logs["advantages"][i]),
+                       "length_tokens": extra.get("length_tokens", [None] * (i + 1))[i],
+                       "length_chars": len(text)}
+                rec.update({c: extra[c][i] for c in _META_COLUMNS if c in extra and c != "prompt_id"})
+                lines.append(json.dumps(rec))
+            self.completion_log.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.completion_log, "a", encoding="utf-8") as fh:
+                fh.write("\n".join(lines) + "\n")
+            for dq in (self._logs["prompt"], self._logs["completion"], self._logs["advantages"], self._logs["images"],
+                       *self._logs["rewards"].values(), *self._logs["extra"].values()):
+                dq.clear()
+
+    return JigsawGRPOTrainer
+
+
+def _num(x):
+    x = float(x)
+    return None if math.isnan(x) else x
+
+
+def read_completion_log(path: str | Path) -> pd.DataFrame:
+    """The completion log of a GRPO run (a folder holding ``completions.jsonl`` or the file) as a
+    DataFrame, ``rewards`` flattened to ``reward_<name>`` columns. Raises ``FileNotFoundError``."""
+    p = Path(path)
+    p = p / COMPLETION_LOG if p.is_dir() else p
+    if not p.exists():
+        raise FileNotFoundError(f"no completion log at {p}: train with train_grpo(..., log_completions=True).")
+    recs = [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    df = pd.DataFrame(recs)
+    if "rewards" in df:
+        df = pd.concat([df.drop(columns="rewards"), pd.json_normalize(df["rewards"]).add_prefix("reward_")], axis=1)
+    return df
+
+
+def _truncate_completion_log(path: Path, last_step: int) -> None:
+    """Drop records after ``last_step`` (a resumed run rewrites them)."""
+    if not path.exists():
+        return
+    keep = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip() and json.loads(ln)["step"] <= last_step]
+    atomic_write_text(path, "".join(ln + "\n" for ln in keep))
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """LoRA through PEFT (``peft.LoraConfig``). Defaults follow common VLM RL practice
+    (r 64, α 128 as in TRL's VLM GRPO examples); the papers fine-tune all weights.
+
+    ``freeze_vision``: adapters only on the language model (the vision tower stays as
+    pretrained); otherwise the vision blocks get adapters too.
+    """
+
+    r: int = 64
+    alpha: int = 128
+    dropout: float = 0.05
+    freeze_vision: bool = True
+    modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+    def peft_config(self):
+        """The ``peft.LoraConfig`` (target modules as a regex over the model's module names)."""
+        from peft import LoraConfig
+
+        mods = "|".join(self.modules)
+        lm = rf".*language_model.*\.({mods})"
+        target = lm if self.freeze_vision else rf"({lm})|(.*visual.*\.(qkv|proj|{mods}))"
+        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=target,
+                          task_type="CAUSAL_LM")
+
+
+def freeze_vision_tower(model) -> int:
+    """Set ``requires_grad=False`` on every vision-tower parameter (module names containing
+    ``visual`` — Qwen2/2.5-VL — or ``vision_tower``/``vision_model``); returns how many
+    tensors were frozen. Raises ``ValueError`` when the model has none (nothing to freeze)."""
+    n = 0
+    for name, p in model.named_parameters():
+        if any(k in name for k in ("visual.", "vision_tower.", "vision_model.")):
+            p.requires_grad_(False)
+            n += 1
+    if n == 0:
+        raise ValueError(f"{type(model).__name__} has no parameters named visual/vision_tower/vision_model to freeze.")
+    return n
+
+
+def merge_lora(model):
+    """Fold trained LoRA adapters into the base weights (``merge_and_unload``); returns the
+    plain model, loadable without PEFT."""
+    return model.merge_and_unload()
+
+
 def to_dataset(rows: list[dict]):
     """Dataset rows (from :mod:`jrl_core.puzzles`) -> ``datasets.Dataset`` with an
     ``image`` column, as ``GRPOTrainer`` expects for VLMs."""
     from datasets import Dataset
 
-    return Dataset.from_list([{k: v for k, v in r.items() if k != "seed"} for r in rows])
+    def row(r):
+        out = {k: v for k, v in r.items() if k != "seed"}
+        out.setdefault("prompt_id", f"{r.get('image_id', '')}:{r.get('seed', '')}")
+        return out
+
+    return Dataset.from_list([row(r) for r in rows])
 
 
 def train_grpo(model, processor, rows: list[dict], settings: GRPOSettings, output_dir: str | Path, *,
                reward_names: tuple = ("accuracy", "format"), callbacks: list | None = None,
-               save_final: bool = True, **config_overrides):
+               save_final: bool = True, lora: LoraSettings | None = None, freeze_vision: bool = False,
+               log_completions: bool = True, resume_from_checkpoint: str | bool | None = None,
+               **config_overrides):
     """Train ``model`` with GRPO on ``rows``; returns ``(trainer, metrics DataFrame)``.
 
     Args:
@@ -192,10 +346,16 @@ def train_grpo(model, processor, rows: list[dict], settings: GRPOSettings, outpu
             ``settings.reward_weights`` (protocol §5: 1.0 accuracy + 0.5 format).
         callbacks: ``TrainerCallback``s; any with a ``bind(trainer)`` method gets it called
             before training.
+        lora: train LoRA adapters (:class:`LoraSettings`) instead of all weights; the saved
+            ``final/`` holds the merged model.
+        freeze_vision: full fine-tuning with the vision tower frozen (:func:`freeze_vision_tower`).
+        log_completions: append every rollout to ``<output_dir>/completions.jsonl``.
+        resume_from_checkpoint: ``True`` (latest ``checkpoint-*`` in ``output_dir``) or a path; the
+            run continues with the same data order, RNG state, schedules and logs as an
+            uninterrupted one (needs ``settings.save_steps``).
     Raises:
         ValueError: too few rows for the steps, or a weights/rewards length mismatch.
     """
-    from trl import GRPOTrainer
 
     need = settings.steps * settings.prompts_per_step
     if len(rows) < need:
@@ -205,21 +365,166 @@ def train_grpo(model, processor, rows: list[dict], settings: GRPOSettings, outpu
         raise ValueError(f"reward_names={reward_names} and reward_weights={settings.reward_weights} differ in length.")
     output_dir = Path(output_dir)
     table = MetricsTable(output_dir / "train_log.csv")
+    log_path = output_dir / COMPLETION_LOG
+    ckpt = _resolve_checkpoint(output_dir, resume_from_checkpoint)
+    if ckpt is not None:  # keep what the interrupted run logged up to its checkpoint
+        done = json.loads((ckpt / "trainer_state.json").read_text())["global_step"]
+        if table.path.exists():
+            old = pd.read_csv(table.path)
+            table.rows = old[old["step"] <= done].to_dict("records")
+        _truncate_completion_log(log_path, done)
+    elif log_completions and log_path.exists():
+        log_path.unlink()  # a fresh run starts a fresh log
+    if freeze_vision and lora is None and not isinstance(model, str):
+        freeze_vision_tower(model)
     args = grpo_config(settings, output_dir, **config_overrides)
-    trainer = GRPOTrainer(
+    trainer = _trainer_classes()(
         model=model,
         reward_funcs=[rewards.get_reward(r) if isinstance(r, str) else r for r in reward_names],
         args=args,
         train_dataset=to_dataset(rows),
         processing_class=processor,
         callbacks=[table, *(callbacks or [])],
+        peft_config=lora.peft_config() if lora else None,
+        completion_log=log_path if log_completions else None,
     )
     for cb in callbacks or []:
         if hasattr(cb, "bind"):  # callbacks that need the trainer, e.g. schedules.KLScheduleCallback (GRPO-D)
             cb.bind(trainer)
+    trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+    if save_final:
+        final = merge_lora(trainer.model) if lora else trainer.model
+        if trainer.accelerator.is_main_process:
+            final.save_pretrained(str(output_dir / "final"), safe_serialization=True)
+            processor.save_pretrained(str(output_dir / "final"))
+    atomic_write_json(output_dir / "settings.json", dataclasses.asdict(settings))
+    return trainer, table.frame()
+
+
+def _resolve_checkpoint(output_dir: Path, resume) -> Path | None:
+    if not resume:
+        return None
+    if resume is True:
+        ckpts = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+        if not ckpts:
+            raise FileNotFoundError(f"resume_from_checkpoint=True but {output_dir} has no checkpoint-*; "
+                                    "set settings.save_steps so that runs leave checkpoints.")
+        return ckpts[-1]
+    p = Path(resume)
+    if not (p / "trainer_state.json").exists():
+        raise FileNotFoundError(f"resume_from_checkpoint={resume!r} is not a trainer checkpoint (no trainer_state.json).")
+    return p
+
+
+# --- SFT (Jigsaw-R1 RQ5: SFT vs RL, SFT cold start) -------------------------------------------------
+
+@dataclass(frozen=True)
+class SFTSettings:
+    """Supervised fine-tuning through TRL's ``SFTTrainer`` (Jigsaw-R1 §5 RQ5, paper_spec §1.4).
+
+    The paper gives SFT the same data as RL; ``steps × batch_size`` examples, loss on the
+    completion only. Non-thinking SFT trains on ground-truth answers; thinking SFT on
+    rejection-sampled chains (:func:`rejection_sample`).
+    """
+
+    steps: int = 100
+    batch_size: int = 16  # examples per optimizer step
+    learning_rate: float = 1e-5
+    lr_scheduler_type: str = "linear"
+    warmup_ratio: float = 0.0
+    max_grad_norm: float = 1.0
+    bf16: bool = False
+    save_steps: int = 0
+    seed: int = 0
+    report_to: tuple[str, ...] = ()
+
+
+def sft_rows(rows: list[dict], completions: list[str] | None = None) -> list[dict]:
+    """Puzzle rows -> SFT examples (``prompt``, ``completion`` as conversations, ``image``):
+    the ground-truth answer text (non-thinking) or the given ``completions`` (e.g. kept
+    rejection samples), one per row. Raises ``ValueError`` on a length mismatch."""
+    if completions is not None and len(completions) != len(rows):
+        raise ValueError(f"{len(completions)} completions for {len(rows)} rows.")
+    out = []
+    for i, r in enumerate(rows):
+        text = completions[i] if completions is not None else _gold_text(r)
+        out.append({"prompt": r["prompt"], "completion": [{"role": "assistant", "content": text}], "image": r["image"]})
+    return out
+
+
+def _gold_text(row: dict) -> str:
+    sol = row["solution"]
+    ans = " ".join(str(x) for x in sol) if isinstance(sol, (list, tuple)) else str(sol)
+    return f"<answer>{ans}</answer>" if row.get("think") else ans
+
+
+def rejection_sample(model, processor, rows: list[dict], *, k: int = 4, max_new_tokens: int = 96,
+                     temperature: float = 1.0, seed: int = 0, batch_size: int = 32) -> tuple[list[dict], list[str], float]:
+    """The paper's thinking-SFT data (Jigsaw-R1 App. D): sample ``k`` completions per row at
+    ``temperature`` and keep, per row, the first that earns full accuracy and format reward.
+
+    Returns ``(kept_rows, kept_completions, acceptance)`` where ``acceptance`` in [0, 1] is
+    the share of rows with a kept chain. Rows with none are dropped (as in the paper).
+    """
+    import torch
+
+    tok = processor.tokenizer
+    tok.padding_side = "left"
+    torch.manual_seed(seed)
+    kept_rows, kept = [], []
+    model.eval()
+    with torch.no_grad():
+        for s in range(0, len(rows), batch_size):
+            chunk = rows[s:s + batch_size]
+            texts = [processor.apply_chat_template(r["prompt"], tokenize=False, add_generation_prompt=True) for r in chunk]
+            batch = processor(text=texts, images=[r["image"] for r in chunk], return_tensors="pt", padding=True)
+            gen = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature,
+                                 top_k=50, num_return_sequences=k, pad_token_id=tok.pad_token_id)
+            outs = tok.batch_decode(gen[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+            for j, r in enumerate(chunk):
+                cands = outs[j * k:(j + 1) * k]
+                cols = {c: [r[c]] * k for c in ("answer_type", "m", "n", "think")}
+                acc = rewards.accuracy_reward(cands, solution=[r["solution"]] * k, **cols)
+                fmt = rewards.format_reward(cands, **cols)
+                good = [c for c, a, f in zip(cands, acc, fmt, strict=True) if a >= 1.0 and f >= 1.0]
+                if good:
+                    kept_rows.append(r)
+                    kept.append(good[0])
+    return kept_rows, kept, len(kept) / max(1, len(rows))
+
+
+def train_sft(model, processor, examples: list[dict], settings: SFTSettings, output_dir: str | Path, *,
+              lora: LoraSettings | None = None, save_final: bool = True, **config_overrides):
+    """Supervised fine-tuning with TRL's ``SFTTrainer`` on :func:`sft_rows` examples (loss on
+    the completion tokens only); returns ``(trainer, metrics DataFrame)``.
+
+    ``output_dir`` gets ``train_log.csv`` and (``save_final``) ``final/`` — a checkpoint that
+    :func:`train_grpo` can start from (the SFT→RL cold start, Jigsaw-R1 Finding 5).
+    Raises ``ValueError`` when there are fewer examples than one step needs.
+    """
+    from trl import SFTConfig, SFTTrainer
+
+    if len(examples) < settings.batch_size:
+        raise ValueError(f"{len(examples)} SFT examples for batch_size={settings.batch_size}; build more rows.")
+    output_dir = Path(output_dir)
+    table = MetricsTable(output_dir / "train_log.csv")
+    args = SFTConfig(
+        output_dir=str(output_dir), max_steps=settings.steps, per_device_train_batch_size=settings.batch_size,
+        learning_rate=settings.learning_rate, lr_scheduler_type=settings.lr_scheduler_type,
+        warmup_steps=int(settings.warmup_ratio * settings.steps), max_grad_norm=settings.max_grad_norm,
+        bf16=settings.bf16, logging_steps=1, save_strategy="steps" if settings.save_steps else "no",
+        save_steps=settings.save_steps or 500, seed=settings.seed, data_seed=settings.seed,
+        report_to=list(settings.report_to) or "none", max_length=None, remove_unused_columns=False,
+        completion_only_loss=True, dataloader_num_workers=0, **config_overrides,
+    )
+    from datasets import Dataset
+
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples), processing_class=processor,
+                         callbacks=[table], peft_config=lora.peft_config() if lora else None)
     trainer.train()
     if save_final:
-        trainer.save_model(str(output_dir / "final"))
+        final = merge_lora(trainer.model) if lora else trainer.model
+        final.save_pretrained(str(output_dir / "final"), safe_serialization=True)
         processor.save_pretrained(str(output_dir / "final"))
     atomic_write_json(output_dir / "settings.json", dataclasses.asdict(settings))
     return trainer, table.frame()
