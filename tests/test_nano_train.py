@@ -106,7 +106,9 @@ def test_preset_applies_overrides_and_ignores_none():
     s = train.preset("nano", steps=7, beta=None)
     assert s.steps == 7 and s.beta == train.NANO.beta
     assert train.preset("paper").learning_rate == 1e-6 and train.preset("paper").prompts_per_step == 64
-    assert train.preset("nano", think=True).max_completion_length >= 256
+    assert train.preset("nano", think=True).max_completion_length == train.THINK_COMPLETION_LENGTH["nano"] == 64
+    assert train.preset("paper", think=True).max_completion_length == 512
+    assert train.preset("nano", think=True, max_completion_length=32).max_completion_length == 32
 
 
 def test_preset_names_bad_input():
