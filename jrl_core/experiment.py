@@ -64,6 +64,9 @@ class Experiment:
         lora: ``None`` = full fine-tuning; a dict of :class:`jrl_core.train.LoraSettings` fields = LoRA.
         freeze_vision: keep the vision tower frozen (full fine-tuning or LoRA).
         n_test: held-out puzzles per evaluation (the paper: 1,000).
+        dtype: weights dtype at load (``auto``/``bf16``/``fp32``). ``auto`` keeps the checkpoint's (bf16 for
+            Qwen); without DeepSpeed (which keeps fp32 master weights) use ``fp32`` with ``grpo.bf16: true``,
+            since AdamW steps at lr 1e-6 are mostly lost to bf16 rounding.
         eval_max_new_tokens: generation budget at evaluation; 0 = the GRPO completion length.
         nano: overrides of :class:`jrl_core.nano.NanoConfig` when ``model == "nano"``.
         trainer: extra ``GRPOConfig`` keywords (e.g. ``use_vllm: true, vllm_mode: colocate``).
@@ -90,6 +93,7 @@ class Experiment:
     freeze_vision: bool = False
     n_test: int = 300
     eval_max_new_tokens: int = 0
+    dtype: str = "auto"
     nano: dict = field(default_factory=dict)
     trainer: dict = field(default_factory=dict)
     seed: int = 0
@@ -269,18 +273,21 @@ def run_experiment(exp: Experiment, run_dir: str | Path, *, model=None, processo
         ``{"before": summary|None, "after": summary, "grpo_log": DataFrame|None, "sft_log": …,
         "model": trained model, "processor": …, "eval_after": EvalResult, "rejection_acceptance": …}``.
     """
+    import os
+
     from jrl_core import evaluate, nano
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    main = os.environ.get("RANK", "0") == "0"  # under accelerate launch only rank 0 evaluates
     if model is None:
-        model, processor = nano.load_model(nano.resolve_model(exp.model, **exp.nano))
+        model, processor = nano.load_model(nano.resolve_model(exp.model, **exp.nano), dtype=exp.dtype)
     settings = exp.grpo_settings()
     max_new = exp.eval_max_new_tokens or settings.max_completion_length
     test = test if test is not None else evaluate.test_rows(exp.puzzle_spec(), n_items=exp.n_test, seed=exp.seed,
                                                             source=exp.photo_source)
     out: dict = {"experiment": exp.to_dict(), "grpo_log": None, "sft_log": None, "before": None}
-    if evaluate_before:
+    if evaluate_before and main:
         before = evaluate.evaluate(model, processor, test, max_new_tokens=max_new, desc=f"{exp.name}: before")
         before.table.to_csv(run_dir / "eval_before.csv", index=False)
         out["before"] = before.summary()
@@ -305,11 +312,64 @@ def run_experiment(exp: Experiment, run_dir: str | Path, *, model=None, processo
         cb = exp.kl_callback(settings.steps)
         trainer, out["grpo_log"] = train.train_grpo(
             model, processor, rows, settings, run_dir / "grpo", reward_names=names, callbacks=[cb] if cb else None,
-            lora=exp.lora_settings(), freeze_vision=exp.freeze_vision, save_final=False, **exp.trainer)
-        model = train.merge_lora(trainer.model) if exp.lora is not None else trainer.model
+            lora=exp.lora_settings(), freeze_vision=exp.freeze_vision, save_final=True, **exp.trainer)
+        model = trainer.model.get_base_model() if exp.lora is not None else trainer.model  # LoRA: merged by save_final
+    if not main:
+        return out
     after = evaluate.evaluate(model, processor, test, max_new_tokens=max_new, desc=f"{exp.name}: after")
     after.table.to_csv(run_dir / "eval_after.csv", index=False)
     out.update(after=after.summary(), eval_after=after, model=model, processor=processor)
     atomic_write_json(run_dir / "metrics.json", {k: out[k] for k in ("experiment", "before", "after")}
                       | {"rejection_acceptance": out.get("rejection_acceptance")})
     return out
+
+
+def compare_arms(arms: dict[str, Experiment], run_dir: str | Path, *, extra_eval=None) -> dict:
+    """Run several recipes from the same base model and tabulate them (the RQ3/RQ5/GRPO-D comparisons).
+
+    Each arm starts from a fresh copy of its ``model``; the base model is evaluated once per distinct
+    held-out set (the prompt depends on the thinking mode and question), and every arm's trained model
+    on the same set. Arm folders: ``<run_dir>/<label>/``.
+
+    Args:
+        arms: label -> :class:`Experiment` (labels become folder names: letters, digits, ``-_.``).
+        run_dir: output folder.
+        extra_eval: optional ``(model, processor, label) -> dict`` run on the base model (label ``"base"``)
+            and on each trained model (e.g. the offline generalization suite); its dict is stored under
+            ``"extra"``.
+    Returns:
+        ``{"summary": DataFrame (one row per arm plus base rows: arm, mode, algorithm, accuracy, ci_low,
+        ci_high, valid, share_A, random, n, wall_s), "logs": {label: GRPO log DataFrame}, "sft_logs": …,
+        "extra": {label: dict}, "results": {label: run_experiment output}}``.
+    """
+    import time
+
+    import pandas as pd
+
+    from jrl_core import evaluate, nano
+
+    run_dir = Path(run_dir)
+    rows, logs, sft_logs, extra, results = [], {}, {}, {}, {}
+    tests: dict[tuple, list] = {}
+    for label, exp in arms.items():
+        key = (exp.model, exp.mode, exp.question_type, exp.curriculum_().sizes[0], exp.n_test, exp.seed)
+        model, processor = nano.load_model(nano.resolve_model(exp.model, **exp.nano))
+        first = key not in tests
+        if first:
+            tests[key] = evaluate.test_rows(exp.puzzle_spec(), n_items=exp.n_test, seed=exp.seed,
+                                            source=exp.photo_source)
+            if extra_eval is not None and "base" not in extra:
+                extra["base"] = extra_eval(model, processor, "base")
+        t0 = time.time()
+        out = run_experiment(exp, run_dir / label, model=model, processor=processor, test=tests[key],
+                             evaluate_before=first)
+        wall = time.time() - t0
+        if out["before"] is not None:
+            rows.append({"arm": f"base ({exp.mode})", "mode": exp.mode, "algorithm": "none", **out["before"],
+                         "wall_s": None})
+        rows.append({"arm": label, "mode": exp.mode, "algorithm": exp.algorithm, **out["after"], "wall_s": wall})
+        logs[label], sft_logs[label] = out["grpo_log"], out["sft_log"]
+        if extra_eval is not None:
+            extra[label] = extra_eval(out["model"], out["processor"], label)
+        results[label] = {k: v for k, v in out.items() if k not in ("model", "processor")}
+    return {"summary": pd.DataFrame(rows), "logs": logs, "sft_logs": sft_logs, "extra": extra, "results": results}

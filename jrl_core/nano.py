@@ -275,6 +275,8 @@ def _atomic_save(model, processor, out_dir: Path, meta: dict) -> None:
         model.save_pretrained(tmp, safe_serialization=True)
         processor.save_pretrained(tmp)
         (tmp / "nano.json").write_text(json.dumps(meta, indent=2, default=str))
+        if (out_dir / "nano.json").exists() and (out_dir / "model.safetensors").exists():
+            return  # another process (e.g. a second rank under accelerate launch) finished the same build first
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)

@@ -21,11 +21,13 @@ def set_style() -> None:
     sns.set_theme(style="whitegrid", palette="muted", context="notebook", font_scale=1.0)
 
 
-def paper_value(table: str, model: str, mode: str, variant: str, column: str, study: str = "jigsaw_r1") -> float | None:
-    """One number from the papers' tables (``data/paper_tables/<study>.csv``), in %, or None."""
+def paper_value(table: str, model: str, mode: str | None, variant: str, column: str, study: str = "jigsaw_r1") -> float | None:
+    """One number from the papers' tables (``data/paper_tables/<study>.csv``), in %, or None.
+    ``mode=None`` for tables without a thinking mode (OThink-MR1)."""
     df = pd.read_csv(PAPER_TABLES / f"{study}.csv")
-    hit = df[(df.table == table) & (df.model == model) & (df["mode"] == mode) & (df.variant == variant)
-             & (df.column == column)]
+    hit = df[(df.table == table) & (df.model == model) & (df.variant == variant) & (df.column == column)]
+    if mode is not None and "mode" in df:
+        hit = hit[hit["mode"] == mode]
     return float(hit.value.iloc[0]) if len(hit) else None
 
 
@@ -91,5 +93,137 @@ def accuracy_before_after(results: Sequence[dict], *, random: float, paper: Sequ
     for a in axes[0]:
         a.tick_params(axis="x", labelrotation=10)
     fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def arms_comparison(summary: pd.DataFrame, *, paper: Sequence[dict] = (), title: str = "",
+                    ours_label: str = "ours (measured)"):
+    """Held-out accuracy per arm (bars with 95% intervals, random line) and, in a separate hatched
+    panel, the paper's numbers for the same comparison.
+
+    Args:
+        summary: :func:`jrl_core.experiment.compare_arms` ``["summary"]`` (accuracy etc. in [0, 1]).
+        paper: ``[{"label": "Qwen2.5-VL-3B +RL (paper)", "accuracy": 0.988}, …]`` in [0, 1].
+    """
+    rows = summary.to_dict("records")
+    results = [{"label": r["arm"], "accuracy": r["accuracy"], "ci_low": r["ci_low"], "ci_high": r["ci_high"]}
+               for r in rows]
+    fig = accuracy_before_after(results, random=float(summary["random"].iloc[0]), paper=paper, title=title)
+    fig.axes[0].set_title(ours_label)
+    return fig
+
+
+def training_curves_by_arm(logs: dict, columns: Sequence[tuple[str, str]] = (
+        ("rewards/accuracy_reward/mean", "accuracy reward"), ("completions/mean_length", "completion length (tokens)"),
+        ("kl", "KL to reference"), ("beta", "KL coefficient β")), *, smooth: int = 5, title: str = ""):
+    """One panel per metric, one line per arm (rolling mean over ``smooth`` steps); metrics an arm
+    did not log are skipped (e.g. ``beta`` for constant-β runs, accuracy for the equality reward,
+    whose reward is ``rewards/equality_reward/mean``)."""
+    set_style()
+    logs = {k: v for k, v in logs.items() if v is not None and len(v)}
+    cols = [(c, lbl) for c, lbl in columns if any(c in v for v in logs.values())]
+    if any("rewards/equality_reward/mean" in v for v in logs.values()):
+        cols.insert(1, ("rewards/equality_reward/mean", "equality reward"))
+    fig, axes = plt.subplots(1, max(1, len(cols)), figsize=(4.2 * max(1, len(cols)), 3.2), squeeze=False)
+    for ax, (col, label) in zip(axes[0], cols, strict=False):
+        for arm, log in logs.items():
+            if col in log:
+                ax.plot(log["step"], log[col].rolling(smooth, min_periods=1).mean(), lw=2, label=arm)
+        ax.set_xlabel("step")
+        ax.set_title(label)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def beta_schedules(total_steps: int, schedules: dict, *, title: str = "KL coefficient β(s)"):
+    """β against the step for named schedules (``{"GRPO-D counting": callable(step) -> β, …}``),
+    e.g. OThink-MR1 Eq. 3 for both presets beside constant-β baselines."""
+    set_style()
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    steps = list(range(total_steps + 1))
+    for name, fn in schedules.items():
+        ax.plot(steps, [fn(s) for s in steps], lw=2, label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("β")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def reasoning_over_steps(analysis: pd.DataFrame, *, x: str = "step", smooth: int = 3, title: str = ""):
+    """Jigsaw-R1 Fig. 2 (right) and Fig. 3 (left, middle) from :func:`jrl_core.reasoning.analyse`
+    output grouped by step: completion length, accuracy with think/answer consistency, and
+    keyword frequencies (every ``kw_*`` column), each a rolling mean over ``smooth`` steps."""
+    set_style()
+    a = analysis.reset_index() if x not in analysis else analysis
+    kw = [c for c in a if c.startswith("kw_")]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+
+    def line(ax, col, label):
+        if col in a and a[col].notna().any():
+            ax.plot(a[x], a[col].rolling(smooth, min_periods=1).mean(), lw=2, label=label)
+
+    line(axes[0], "tokens_mean", "tokens (mean)")
+    axes[0].set_title("completion length (tokens)")
+    line(axes[1], "accuracy", "accuracy reward")
+    line(axes[1], "consistent_share", "think/answer consistent")
+    axes[1].set_ylim(-0.05, 1.05)
+    axes[1].set_title("accuracy and consistency")
+    for c in kw:
+        line(axes[2], c, c.removeprefix("kw_").replace("_", " "))
+    axes[2].set_title("share of completions with a keyword")
+    for ax in axes:
+        ax.set_xlabel(x)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def keywords_by_size(analysis: pd.DataFrame, *, x: str = "train_size", title: str = ""):
+    """Jigsaw-R1 Fig. 3 (right): keyword frequency against the training puzzle size, one bar group
+    per keyword set (``kw_*`` columns of :func:`jrl_core.reasoning.analyse` grouped by ``x``)."""
+    set_style()
+    a = analysis.reset_index() if x not in analysis else analysis
+    kw = [c for c in a if c.startswith("kw_")]
+    long = a.melt(id_vars=[x], value_vars=kw, var_name="keywords", value_name="frequency")
+    long["keywords"] = long["keywords"].str.removeprefix("kw_").str.replace("_", " ")
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    sns.barplot(long, x=x, y="frequency", hue="keywords", ax=ax)
+    ax.set_xlabel("training puzzle size")
+    ax.set_ylabel("share of completions")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def suite_comparison(tables: dict, *, title: str = ""):
+    """Generalization-suite accuracy per task family (bars) for several models, with each family's
+    chance level; ``tables`` maps a model label to :func:`jrl_core.generalization.evaluate_suite`
+    output (columns ``family``/``name``, ``accuracy``, ``random``)."""
+    set_style()
+    frames = []
+    for label, t in tables.items():
+        t = t.copy()
+        t["model"] = label
+        frames.append(t)
+    df = pd.concat(frames, ignore_index=True)
+    fam = next(c for c in ("suite", "family", "name") if c in df)
+    df = df[~df[fam].astype(str).str.isupper()]  # drop SEEN/UNSEEN mean rows if present
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * df[fam].nunique()), 3.6))
+    sns.barplot(df, x=fam, y="accuracy", hue="model", ax=ax)
+    if "random" in df:
+        for i, (_, r) in enumerate(df.drop_duplicates(fam).iterrows()):
+            ax.hlines(r["random"], i - 0.4, i + 0.4, colors="grey", linestyles="--")
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("")
+    ax.set_ylabel("accuracy (held-out photos)")
+    ax.tick_params(axis="x", labelrotation=20)
+    ax.set_title(title)
     fig.tight_layout()
     return fig

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from jrl_core.atomic import atomic_write_json
+from jrl_core.atomic import atomic_write_json, atomic_write_text
 from jrl_core.plots import PAPER_TABLES
 
 
@@ -110,3 +110,36 @@ def write_metrics(run_dir, *, model, scale, spec, settings, before, after, paper
     }
     atomic_write_json(Path(run_dir) / "metrics.json", metrics)
     return metrics
+
+
+def arms_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """The comparison as a readable table: accuracy %, 95% CI, valid %, answers 'A' %, wall time."""
+    out = summary.copy()
+    out["accuracy %"] = 100 * out["accuracy"]
+    out["95% CI"] = [f"{100 * lo:.1f}–{100 * hi:.1f}" for lo, hi in zip(out["ci_low"], out["ci_high"], strict=True)]
+    out["valid %"] = 100 * out["valid"]
+    out["answers 'A' %"] = 100 * out["share_A"]
+    out["random %"] = 100 * out["random"]
+    cols = ["arm", "mode", "algorithm", "accuracy %", "95% CI", "valid %", "answers 'A' %", "random %", "n", "wall_s"]
+    return out[[c for c in cols if c in out]].round(1)
+
+
+def write_comparison_metrics(run_dir, *, title: str, model: str, scale: str, summary: pd.DataFrame,
+                             paper_vs_ours: list[dict] = (), extra: dict | None = None) -> dict:
+    """``<run_dir>/metrics.json`` for a comparison notebook (per-arm accuracy, plus the paper-vs-ours
+    rows the study index shows, each with its scale and model) and ``summary.csv`` (every arm).
+    Returns the metrics dict."""
+    metrics = {"title": title, "model": model, "scale": scale,
+               **{f"acc_{r['arm']}": r["accuracy"] for r in summary.to_dict("records")},
+               "paper_vs_ours": list(paper_vs_ours), **(extra or {})}
+    atomic_write_text(Path(run_dir) / "summary.csv", summary.to_csv(index=False))
+    atomic_write_json(Path(run_dir) / "metrics.json", metrics)
+    return metrics
+
+
+def paper_vs_ours(pairs: list[tuple[str, float | None, float]], *, scale: str, model: str,
+                  paper_model: str = "Qwen2.5-VL-3B") -> list[dict]:
+    """Rows for the study index's paper-vs-ours table: ``(metric, paper value in [0, 1] or None, ours)``
+    -> ``{"metric", "paper", "ours", "scale", "model"}``, each labelled with both scales and models."""
+    return [{"metric": metric, "paper": p, "ours": o, "scale": f"paper: {paper_model} / ours: {scale}", "model": model}
+            for metric, p, o in pairs if p is not None]

@@ -150,6 +150,7 @@ def grpo_config(settings: GRPOSettings, output_dir: str | Path, **overrides):
         logging_steps=1,
         save_strategy="steps" if settings.save_steps else "no",
         save_steps=settings.save_steps or 500,
+        save_total_limit=2,  # paper-scale checkpoints with optimizer states are ~42 GiB (3B, ZeRO-2)
         seed=settings.seed,
         data_seed=settings.seed,
         report_to=list(settings.report_to) or "none",
@@ -393,12 +394,23 @@ def train_grpo(model, processor, rows: list[dict], settings: GRPOSettings, outpu
             cb.bind(trainer)
     trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     if save_final:
-        final = merge_lora(trainer.model) if lora else trainer.model
-        if trainer.accelerator.is_main_process:
-            final.save_pretrained(str(output_dir / "final"), safe_serialization=True)
-            processor.save_pretrained(str(output_dir / "final"))
-    atomic_write_json(output_dir / "settings.json", dataclasses.asdict(settings))
+        _save_final(trainer, processor, output_dir / "final", lora=lora is not None)
+    if trainer.accelerator.is_main_process:
+        atomic_write_json(output_dir / "settings.json", dataclasses.asdict(settings))
     return trainer, table.frame()
+
+
+def _save_final(trainer, processor, out: Path, *, lora: bool) -> None:
+    """The trained model as a plain safetensors folder: LoRA adapters merged first; otherwise
+    ``trainer.save_model`` on every rank (it gathers ZeRO-3 shards and writes on the main process)."""
+    if lora:
+        merged = merge_lora(trainer.model)
+        if trainer.accelerator.is_main_process:
+            merged.save_pretrained(str(out), safe_serialization=True)
+    else:
+        trainer.save_model(str(out))
+    if trainer.accelerator.is_main_process:
+        processor.save_pretrained(str(out))
 
 
 def _resolve_checkpoint(output_dir: Path, resume) -> Path | None:
@@ -523,8 +535,6 @@ def train_sft(model, processor, examples: list[dict], settings: SFTSettings, out
                          callbacks=[table], peft_config=lora.peft_config() if lora else None)
     trainer.train()
     if save_final:
-        final = merge_lora(trainer.model) if lora else trainer.model
-        final.save_pretrained(str(output_dir / "final"), safe_serialization=True)
-        processor.save_pretrained(str(output_dir / "final"))
+        _save_final(trainer, processor, output_dir / "final", lora=lora is not None)
     atomic_write_json(output_dir / "settings.json", dataclasses.asdict(settings))
     return trainer, table.frame()
