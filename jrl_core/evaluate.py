@@ -101,7 +101,8 @@ def generate(model, processor, rows: Sequence[dict], *, batch_size: int = 64, ma
         processor: the model's processor (chat template, tokenizer, image processor).
         rows: N rows; ``image`` is a PIL image or a list of them (one ``{"type": "image"}``
             slot each in the prompt, in order).
-        batch_size: prompts per ``generate`` call (hf; left padding). 1 = per-sample loop.
+        batch_size: prompts per ``generate`` call (hf; left padding; prompts are grouped by
+            length to cut padding, the output keeps row order). 1 = per-sample loop.
         max_new_tokens: cap per completion (the paper uses 512; single letters need 2-4).
         progress: tqdm bar over batches.
         backend: ``"hf"`` (default) or ``"vllm"`` (lazy import; see :func:`_generate_vllm`).
@@ -122,21 +123,23 @@ def generate(model, processor, rows: Sequence[dict], *, batch_size: int = 64, ma
     tok = processor.tokenizer
     tok.padding_side = "left"
     model.eval()
-    out: list[str] = []
     device = next(model.parameters()).device
+    texts = [processor.apply_chat_template(r["prompt"], tokenize=False, add_generation_prompt=True) for r in rows]
+    # Similar lengths batched together: less padding for mixed-length sets; results return in row order.
+    order = sorted(range(len(rows)), key=lambda i: (len(texts[i]), i))
+    out: list[str] = [""] * len(rows)
     bar = tqdm(range(0, len(rows), batch_size), desc=desc, disable=not progress, leave=False)
-    with torch.no_grad():
+    with torch.inference_mode():
         for s in bar:
-            chunk = rows[s:s + batch_size]
-            texts = [processor.apply_chat_template(r["prompt"], tokenize=False, add_generation_prompt=True)
-                     for r in chunk]
-            images = [img for r in chunk for img in _row_images(r)]
-            batch = processor(text=texts, images=images or None, return_tensors="pt",
+            idx = order[s:s + batch_size]
+            images = [img for i in idx for img in _row_images(rows[i])]
+            batch = processor(text=[texts[i] for i in idx], images=images or None, return_tensors="pt",
                               padding=True).to(device)
             gen = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                                  pad_token_id=tok.pad_token_id)
             new = gen[:, batch["input_ids"].shape[1]:]
-            out.extend(tok.batch_decode(new, skip_special_tokens=True))
+            for i, text in zip(idx, tok.batch_decode(new, skip_special_tokens=True), strict=True):
+                out[i] = text
     return out
 
 

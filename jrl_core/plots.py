@@ -227,3 +227,27 @@ def suite_comparison(tables: dict, *, title: str = ""):
     ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def grid_comparison(ours: dict, paper: dict | None = None, *, question_type: str = "pair", title: str = ""):
+    """Accuracy by evaluation puzzle size (Jigsaw-R1 Table 1 for pair, Table 7 for full questions):
+    ours (``{label: evaluate_grid DataFrame}``) in one panel, the paper's (``{label: {size: accuracy in
+    [0, 1]}}``) in a separate hatched panel, with each size's random-guess level."""
+    set_style()
+    frames = [g[g["question_type"] == question_type].assign(model=label) for label, g in ours.items()]
+    df = pd.concat(frames, ignore_index=True)
+    ncols = 2 if paper else 1
+    fig, axes = plt.subplots(1, ncols, figsize=(6 * ncols, 3.6), squeeze=False, sharey=True)
+    sns.barplot(df, x="size", y="accuracy", hue="model", ax=axes[0][0])
+    rnd = df.drop_duplicates("size").reset_index(drop=True)
+    for i, r in rnd.iterrows():
+        axes[0][0].hlines(r["random"], i - 0.4, i + 0.4, colors="grey", linestyles="--")
+    axes[0][0].set_title(f"ours (measured), {question_type}")
+    axes[0][0].set_ylim(0, 1.05)
+    if paper:
+        p = pd.DataFrame([{"size": s, "accuracy": a, "model": label} for label, d in paper.items() for s, a in d.items()])
+        sns.barplot(p, x="size", y="accuracy", hue="model", ax=axes[0][1], fill=False, hatch="//")
+        axes[0][1].set_title(f"paper (reported), {question_type}")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -143,3 +143,17 @@ def paper_vs_ours(pairs: list[tuple[str, float | None, float]], *, scale: str, m
     -> ``{"metric", "paper", "ours", "scale", "model"}``, each labelled with both scales and models."""
     return [{"metric": metric, "paper": p, "ours": o, "scale": f"paper: {paper_model} / ours: {scale}", "model": model}
             for metric, p, o in pairs if p is not None]
+
+
+def paper_grid(question_type: str, think: bool, model: str = "Qwen2.5-VL-3B") -> dict:
+    """Jigsaw-R1 Table 1 (pair) / Table 7 (full) for ``model``: ``{"<model> base (paper)": {size:
+    accuracy in [0, 1]}, "<model> + GRPO 2x1 (paper)": {...}}`` over the sizes the paper reports."""
+    table = "table1_pair" if question_type == "pair" else "table7_full"
+    df = pd.read_csv(PAPER_TABLES / "jigsaw_r1.csv")
+    df = df[(df.table == table) & (df.model == model) & (df["mode"] == ("thinking" if think else "non-thinking"))]
+    out = {}
+    for variant, label in (("base", f"{model} base (paper)"), (f"+jigsaw-2x1-{question_type}", f"{model} + GRPO 2x1 (paper)")):
+        rows = df[df.variant == variant]
+        if len(rows):
+            out[label] = {c: v / 100 for c, v in zip(rows.column, rows.value, strict=True) if "x" in c}
+    return out

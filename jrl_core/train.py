@@ -200,7 +200,7 @@ def _trainer_classes():
         per completion: ``step``, ``prompt_id``, ``completion`` (text), ``rewards`` (reward
         name -> value), ``advantage``, ``length_tokens``, ``length_chars`` and the row's
         ``solution, answer_type, m, n, think, question_type, mode``. The reasoning analysis
-        (:mod:`jrl_core.reasoning`) reads it. Only the main process writes.
+        (:func:`jrl_core.reasoning.load_completion_log`) reads it. Only the main process writes.
         """
 
         def __init__(self, *args, completion_log: str | Path | None = None, **kwargs):
@@ -246,20 +246,6 @@ def _trainer_classes():
 def _num(x):
     x = float(x)
     return None if math.isnan(x) else x
-
-
-def read_completion_log(path: str | Path) -> pd.DataFrame:
-    """The completion log of a GRPO run (a folder holding ``completions.jsonl`` or the file) as a
-    DataFrame, ``rewards`` flattened to ``reward_<name>`` columns. Raises ``FileNotFoundError``."""
-    p = Path(path)
-    p = p / COMPLETION_LOG if p.is_dir() else p
-    if not p.exists():
-        raise FileNotFoundError(f"no completion log at {p}: train with train_grpo(..., log_completions=True).")
-    recs = [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
-    df = pd.DataFrame(recs)
-    if "rewards" in df:
-        df = pd.concat([df.drop(columns="rewards"), pd.json_normalize(df["rewards"]).add_prefix("reward_")], axis=1)
-    return df
 
 
 def _truncate_completion_log(path: Path, last_step: int) -> None:

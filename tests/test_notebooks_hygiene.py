@@ -37,11 +37,16 @@ def test_notebook_has_no_committed_outputs(path):
 
 # Smoke parameters per notebook: a handful of steps, a tiny test set, a tiny nano pretraining.
 SMOKE = {
-    "rq1_jigsaw.ipynb": {"nano_pretrain_steps": 3, "steps": 2, "prompts_per_step": 2, "n_test": 8},
+    "rq1_jigsaw.ipynb": {"nano_pretrain_steps": 3, "steps": 2, "prompts_per_step": 2, "n_test": 8,
+                         "grid_sizes": [[2, 1], [2, 2]], "grid_items": 2},
     "rq3_thinking.ipynb": {"nano_pretrain_steps": 3, "steps": 1, "prompts_per_step": 2, "n_test": 4},
     "rq5_sft_vs_rl.ipynb": {"nano_pretrain_steps": 3, "steps": 1, "prompts_per_step": 2, "n_test": 4, "sft_steps": 2,
                             "suite_items": 2},
     "grpo_d.ipynb": {"nano_pretrain_steps": 3, "steps": 2, "prompts_per_step": 2, "n_test": 4},
+    "rq4_reasoning.ipynb": {"nano_pretrain_steps": 3, "steps": 2, "prompts_per_step": 2, "n_test": 4,
+                            "sizes": ["2x1", "3x1"], "size_steps": 1},
+    "rq2_generalization.ipynb": {"nano_pretrain_steps": 3, "steps": 1, "prompts_per_step": 2, "grid_items": 2,
+                                 "suite_items": 2, "train_configs": ["2x1 pair"], "grid_sizes": [[2, 1], [2, 2]]},
 }
 
 
