@@ -29,7 +29,7 @@ from PIL import Image, ImageDraw
 
 from jrl_core import perception
 from jrl_core.evaluate import evaluate
-from jrl_core.images import Photo, load_photos, sample_views
+from jrl_core.images import Photo, load_photos
 from jrl_core.modes import get_mode, mode_name
 from jrl_core.perception import COLOURS, PerceptionItem
 
@@ -147,20 +147,8 @@ def make_suite_items(photos: list[Photo], k: int, *, seed: int, tasks: Sequence[
     """
     if all(t in perception.TASKS for t in tasks):
         return perception.make_items(photos, k, seed=seed, tasks=tasks, size=size)
-    generators = {**perception.TASKS, **EXTRA_TASKS}
-    unknown = [t for t in tasks if t not in generators]
-    if unknown:
-        raise ValueError(f"unknown task(s) {unknown}; known: {sorted(generators)}")
-    if len(photos) < 2:
-        raise ValueError("suite items need at least two photos (two-photo tasks mix them).")
-    views = sample_views(photos, k, seed=seed, size=size)
-    others = sample_views(photos[1:] + photos[:1], k, seed=seed + 7919, size=size)
-    same = sample_views(photos, k, seed=seed + 104_729, size=size, min_crop=0.3)
-    items = []
-    for i in range(k):
-        rng = random.Random(f"generalization:{seed}:{i}")
-        items.append(generators[tasks[i % len(tasks)]](views[i].image, (others[i].image, same[i].image), rng))
-    return items
+    return perception.make_items(photos, k, seed=seed, tasks=tasks, size=size,
+                                 generators={**perception.TASKS, **EXTRA_TASKS}, rng_prefix="generalization")
 
 
 def suite_rows(name: str, n_items: int = 64, seed: int = 0, think: bool = False, *, mode: str | None = None,

@@ -287,17 +287,21 @@ adjacent_v 0.52, adjacent_h 0.47 (chance 0.5)."""
 
 
 def make_items(photos: list[Photo], k: int, *, seed: int, tasks: Sequence[str] = DEFAULT_TASKS,
-               size: int = 112) -> list[PerceptionItem]:
+               size: int = 112, generators: dict | None = None, rng_prefix: str = "perception") -> list[PerceptionItem]:
     """``k`` labelled questions on random views of ``photos``, deterministic per ``seed``.
 
     Item i uses task ``tasks[i % len(tasks)]`` (balanced), a view of photo
-    ``i % len(photos)`` and, for two-photo tasks, a view of a *different* photo.
+    ``i % len(photos)`` and, for two-photo tasks, a view of a *different* photo and
+    another crop of the same photo; its rng is seeded ``f"{rng_prefix}:{seed}:{i}"``.
+    ``generators`` (default :data:`TASKS`) maps task names to generators, so other
+    task families (``jrl_core.generalization``) reuse this recipe.
     Raises ``ValueError`` for an unknown task name (listing the known ones) or
     fewer than two photos.
     """
-    unknown = [t for t in tasks if t not in TASKS]
+    generators = TASKS if generators is None else generators
+    unknown = [t for t in tasks if t not in generators]
     if unknown:
-        raise ValueError(f"unknown perception task(s) {unknown}; known: {sorted(TASKS)}")
+        raise ValueError(f"unknown perception task(s) {unknown}; known: {sorted(generators)}")
     if len(photos) < 2:
         raise ValueError("perception items need at least two photos (two-photo tasks mix them).")
     views = sample_views(photos, k, seed=seed, size=size)
@@ -305,8 +309,8 @@ def make_items(photos: list[Photo], k: int, *, seed: int, tasks: Sequence[str] =
     same = sample_views(photos, k, seed=seed + 104_729, size=size, min_crop=0.3)  # same photo, another crop
     items = []
     for i in range(k):
-        rng = random.Random(f"perception:{seed}:{i}")
-        items.append(TASKS[tasks[i % len(tasks)]](views[i].image, (others[i].image, same[i].image), rng))
+        rng = random.Random(f"{rng_prefix}:{seed}:{i}")
+        items.append(generators[tasks[i % len(tasks)]](views[i].image, (others[i].image, same[i].image), rng))
     return items
 
 
