@@ -39,7 +39,8 @@ def test_notebook_has_no_committed_outputs(path):
 SMOKE = {
     "rq1_jigsaw.ipynb": {"nano_pretrain_steps": 3, "steps": 2, "prompts_per_step": 2, "n_test": 8,
                          "grid_sizes": [[2, 1], [2, 2]], "grid_items": 2},
-    "rq3_thinking.ipynb": {"nano_pretrain_steps": 3, "steps": 1, "prompts_per_step": 2, "n_test": 4},
+    "rq3_thinking.ipynb": {"nano_pretrain_steps": 3, "steps": 1, "prompts_per_step": 2, "n_test": 4, "think_steps": 1,
+                           "think_prompts_per_step": 2},
     "rq5_sft_vs_rl.ipynb": {"nano_pretrain_steps": 3, "steps": 1, "prompts_per_step": 2, "n_test": 4, "sft_steps": 2,
                             "suite_items": 2},
     "grpo_d.ipynb": {"nano_pretrain_steps": 3, "steps": 2, "prompts_per_step": 2, "n_test": 4},
