@@ -365,7 +365,9 @@ def compare_arms(arms: dict[str, Experiment], run_dir: str | Path, *, extra_eval
                              evaluate_before=first)
         wall = time.time() - t0
         if out["before"] is not None:
-            rows.append({"arm": f"base ({exp.mode})", "mode": exp.mode, "algorithm": "none", **out["before"],
+            m0, n0 = exp.curriculum_().sizes[0]
+            rows.append({"arm": f"base ({exp.mode}, {m0}x{n0} {exp.question_type})", "mode": exp.mode, "algorithm": "none",
+                         **out["before"],
                          "wall_s": None})
         rows.append({"arm": label, "mode": exp.mode, "algorithm": exp.algorithm, **out["after"], "wall_s": wall})
         logs[label], sft_logs[label] = out["grpo_log"], out["sft_log"]
