@@ -67,7 +67,8 @@ def accuracy_before_after(results: Sequence[dict], *, random: float, paper: Sequ
     """
     set_style()
     ncols = 2 if paper else 1
-    fig, axes = plt.subplots(1, ncols, figsize=(5.0 * ncols, 3.6), squeeze=False, sharey=True)
+    width = max(5.0, 1.1 * max(len(results), len(paper)))
+    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, 4.2), squeeze=False, sharey=True)
     ax = axes[0][0]
     labels = [r["label"] for r in results]
     acc = [100 * r["accuracy"] for r in results]
@@ -91,7 +92,9 @@ def accuracy_before_after(results: Sequence[dict], *, random: float, paper: Sequ
         ax2.axhline(100 * random, ls="--", color="grey")
         ax2.set_title("paper (reported)")
     for a in axes[0]:
-        a.tick_params(axis="x", labelrotation=10)
+        a.tick_params(axis="x", labelrotation=25)
+        for t in a.get_xticklabels():
+            t.set_horizontalalignment("right")
     fig.suptitle(title)
     fig.tight_layout()
     return fig
