@@ -293,3 +293,10 @@ def evaluate_suite(
                 "share_A": sum(r["share_A"] for r in group) / len(group),
             })
     return pd.DataFrame.from_records(records)
+
+
+def group_mean(table: pd.DataFrame, group: str = "UNSEEN") -> float | None:
+    """The ``"SEEN"`` or ``"UNSEEN"`` mean accuracy (in [0, 1]) of an :func:`evaluate_suite` table,
+    or None when the table has no family of that group."""
+    hit = table.loc[table["suite"] == group, "accuracy"]
+    return float(hit.iloc[0]) if len(hit) else None

@@ -1179,3 +1179,18 @@ def analyse(df: pd.DataFrame, by: str | Sequence[str] | None = "step", keywords:
     result = _grouped_mean(values, df, by)
     lengths = length_stats(df, by, tokenizer).drop(columns="n")
     return result.join(lengths)
+
+
+def summary_metrics(by_step: pd.DataFrame, by_size: pd.DataFrame | None = None) -> dict:
+    """Scalar metrics of an :func:`analyse` result for a run record: accuracy, consistency and mean
+    token length at the first and last step, and each keyword frequency per training size
+    (``kw_<set>_by_size_<mxn>``). Values in [0, 1] except lengths (tokens); NaN where not measured."""
+    first, last = by_step.iloc[0], by_step.iloc[-1]
+    out = {}
+    for col, name in (("accuracy", "accuracy"), ("consistent_share", "consistency"), ("tokens_mean", "tokens")):
+        out[f"{name}_first_step"] = float(first.get(col, float("nan")))
+        out[f"{name}_last_step"] = float(last.get(col, float("nan")))
+    if by_size is not None:
+        for size, row in by_size.iterrows():
+            out.update({f"{c}_by_size_{size}": float(row[c]) for c in by_size if c.startswith("kw_")})
+    return out

@@ -103,3 +103,13 @@ def test_evaluate_suite_reports_accuracy_chance_and_seen_flags(nano_dir):
     custom = generalization.evaluate_suite(model, processor, ["count_shapes"], n_items=2, image_size=56,
                                            seen_tasks=["count_shapes"], progress=False)
     assert list(custom["suite"]) == ["count_shapes", "SEEN"] and custom["seen"].all()
+
+
+def test_group_mean_reads_the_seen_and_unseen_rows():
+    import pandas as pd
+
+    from jrl_core.generalization import group_mean
+
+    t = pd.DataFrame({"suite": ["brighter", "SEEN", "UNSEEN"], "accuracy": [0.9, 0.9, 0.4]})
+    assert group_mean(t, "UNSEEN") == 0.4 and group_mean(t, "SEEN") == 0.9
+    assert group_mean(t.iloc[:2], "UNSEEN") is None

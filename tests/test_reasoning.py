@@ -380,3 +380,13 @@ def test_analyse_eval_outputs_by_source_and_missing_column_error():
     assert math.isnan(out.loc["a", "consistent_share"]) and out.loc["a", "undetermined_share"] == 1.0
     with pytest.raises(ValueError, match="cannot group by"):
         R.analyse(df, by="step")
+
+
+def test_summary_metrics_give_first_and_last_step_and_keywords_by_size():
+    by_step = pd.DataFrame({"accuracy": [0.4, 0.7], "consistent_share": [1.0, 0.5], "tokens_mean": [40.0, 30.0]},
+                           index=pd.Index([1, 2], name="step"))
+    by_size = pd.DataFrame({"n": [8, 8], "kw_backtracking": [0.25, 0.5]}, index=pd.Index(["2x1", "3x1"], name="train_size"))
+    m = R.summary_metrics(by_step, by_size)
+    assert (m["accuracy_first_step"], m["accuracy_last_step"]) == (0.4, 0.7)
+    assert (m["consistency_last_step"], m["tokens_last_step"]) == (0.5, 30.0)
+    assert m["kw_backtracking_by_size_3x1"] == 0.5 and "n_by_size_2x1" not in m
