@@ -1,7 +1,7 @@
 """Evaluation throughput: batched greedy generation vs a per-sample loop on the nano model.
 
     .venv/bin/python benchmarks/eval_throughput.py [--model nano|untrained|FOLDER] [--n 128]
-        [--batch 64] [--question pair|full] [--max-new-tokens 4] [--repeats 1] [--threads 0]
+        [--batch 64] [--question pair|full] [--think] [--max-new-tokens 4] [--repeats 1] [--threads 0]
 
 Both paths are ``jrl_core.evaluate.generate`` on the same fixed test puzzles (``test_rows``, 2x1):
 ``batch_size=--batch`` (left padding, one ``model.generate`` per batch) against ``batch_size=1``.
@@ -51,6 +51,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=128, help="test puzzles")
     parser.add_argument("--batch", type=int, default=64, help="batch size of the batched path")
     parser.add_argument("--question", default="pair", choices=("pair", "full"))
+    parser.add_argument("--think", action="store_true",
+                        help="thinking prompts (<think>...</think><answer>...</answer>); use with --max-new-tokens 64, "
+                             "the nano thinking budget")
     parser.add_argument("--max-new-tokens", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=1, help="runs per path; the best is reported")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -60,11 +63,11 @@ def main() -> None:
 
     model, processor, label = load(args.model)
     size = model.config.vision_config.window_size if hasattr(model.config, "vision_config") else 112
-    rows = evaluate.test_rows(PuzzleSpec(m=2, n=1, question_type=args.question), n_items=args.n, image_size=size)
+    rows = evaluate.test_rows(PuzzleSpec(m=2, n=1, question_type=args.question, think=args.think), n_items=args.n, image_size=size)
     device = next(model.parameters()).device
     print(f"model: {label}; {nano.count_parameters(model):,} parameters on {device}, "
           f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs visible (shared: figures are noisy)")
-    print(f"{args.n} 2x1 {args.question} test puzzles, greedy, max_new_tokens={args.max_new_tokens}, "
+    print(f"{args.n} 2x1 {args.question} {'thinking' if args.think else 'non-thinking'} test puzzles, greedy, max_new_tokens={args.max_new_tokens}, "
           f"best of {args.repeats}\n")
     evaluate.generate(model, processor, rows[:2], batch_size=2, max_new_tokens=2, progress=False)  # warm-up
 
