@@ -82,7 +82,9 @@ class NanoConfig:
     vision_hidden: int = 96
     vision_depth: int = 3
     vision_heads: int = 4
-    image_size: int = 112  # pixels per side; a multiple of 28 (patch 14 x merge 2)
+    image_size: int = 112  # pixels per side; a multiple of patch_size x merge_size
+    patch_size: int = 14  # vision patch side in pixels (Qwen2.5-VL: 14)
+    merge_size: int = 2  # spatial_merge_size: merge_size**2 patches -> one image token (Qwen2.5-VL: 2)
     rope_theta: float = 10.0  # see module docstring: large thetas hide the width axis
     initializer_range: float = 0.1  # 0.02 makes a model this small ignore the image
     seed: int = 0
@@ -186,10 +188,13 @@ def build_processor(cfg: NanoConfig):
     from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
-    if cfg.image_size % 28:
-        raise ValueError(f"image_size={cfg.image_size} must be a multiple of 28 (patch 14 x merge 2).")
+    unit = cfg.patch_size * cfg.merge_size
+    if cfg.image_size % unit:
+        raise ValueError(f"image_size={cfg.image_size} must be a multiple of {unit} "
+                         f"(patch {cfg.patch_size} x merge {cfg.merge_size}).")
     px = cfg.image_size * cfg.image_size
-    image_processor = Qwen2VLImageProcessor(min_pixels=px, max_pixels=px)
+    image_processor = Qwen2VLImageProcessor(min_pixels=px, max_pixels=px, patch_size=cfg.patch_size,
+                                            merge_size=cfg.merge_size)
     video_processor = Qwen2VLVideoProcessor()
     tokenizer = build_tokenizer(cfg.vocab_size)
     return Qwen2_5_VLProcessor(
@@ -236,8 +241,8 @@ def build_model(cfg: NanoConfig, tokenizer):
         intermediate_size=cfg.vision_hidden * 2,
         num_heads=cfg.vision_heads,
         out_hidden_size=cfg.hidden_size,
-        patch_size=14,
-        spatial_merge_size=2,
+        patch_size=cfg.patch_size,
+        spatial_merge_size=cfg.merge_size,
         temporal_patch_size=2,
         window_size=cfg.image_size,
         fullatt_block_indexes=list(range(cfg.vision_depth)),

@@ -261,6 +261,62 @@ def _halves_adjacent(axis: str):
     return gen
 
 
+def _continuity(axis: str):
+    """Is the image one unbroken photo? Negatives replace one half (top or bottom for ``v``, left or
+    right for ``h``) by the same half of *another crop of the same photo at the same scale and flip*,
+    shifted along the axis (half of the time by 1/8 to 1/2 of the crop: "a strip was cut out or
+    repeated"). Positives and negatives differ only in whether the content runs on across the seam.
+    One half always stays where it was and nothing is exchanged or reordered, and the question asks
+    nothing about order or positions, so this is not a jigsaw or seam-order question."""
+    def gen(view, other, rng):
+        unbroken = rng.random() < 0.5
+        img = view.copy()
+        if not unbroken:
+            w, h = img.size
+            second = (0, h // 2, w, h) if axis == "v" else (w // 2, 0, w, h)
+            first = (0, 0, w, h // 2) if axis == "v" else (0, 0, w // 2, h)
+            box = second if rng.random() < 0.5 else first
+            img.paste(other[2 if axis == "v" else 3].crop(box), box[:2])
+        return _mc(img, "Is this image one unbroken photo?", "yes" if unbroken else "no",
+                   ["no" if unbroken else "yes"], f"continuity_{axis}", rng)
+
+    return gen
+
+
+def _shifted_views(photos: list[Photo], k: int, *, seed: int, size: int, axis: str) -> list[Image.Image]:
+    """For view i of ``sample_views(photos, k, seed=seed, size=size)``: another crop of the same photo
+    with the same side and flip, moved along ``axis`` (``"v"``: down/up, ``"h"``: sideways); half of
+    the time by 1/8 to 1/2 of the side, else anywhere at least 1/8 away. Falls back to the other axis,
+    then to the view itself moved nowhere (never happens for photos larger than the crop)."""
+    out = []
+    for i in range(k):
+        photo = photos[i % len(photos)]
+        rng = random.Random(f"{seed}:{i}")  # replays sample_views' draws for view i
+        width, height = photo.image.size
+        short = min(width, height)
+        side = max(1, min(short, round(rng.uniform(0.5, 1.0) * short)))
+        x0, y0 = rng.randint(0, width - side), rng.randint(0, height - side)
+        flip = rng.random() < 0.5
+        srng = random.Random(f"shift:{axis}:{seed}:{i}")
+        lo = max(1, side // 8)
+        x1, y1 = x0, y0
+        for ax in (axis, "h" if axis == "v" else "v"):
+            start, room = (y0, height - side) if ax == "v" else (x0, width - side)
+            if srng.random() < 0.5:
+                cands = [d for d in range(-side // 2, side // 2 + 1) if abs(d) >= lo and 0 <= start + d <= room]
+            else:
+                cands = [d for d in range(-start, room - start + 1) if abs(d) >= lo]
+            if not cands:
+                cands = [d for d in range(-start, room - start + 1) if d != 0]
+            if cands:
+                d = srng.choice(cands)
+                x1, y1 = (x0, y0 + d) if ax == "v" else (x0 + d, y0)
+                break
+        view = photo.image.resize((size, size), Image.Resampling.BICUBIC, box=(x1, y1, x1 + side, y1 + side))
+        out.append(view.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if flip else view)
+    return out
+
+
 TASKS: dict[str, Callable[[Image.Image, Image.Image, random.Random], PerceptionItem]] = {
     "same_photo_v": _halves_same_photo("v"),
     "same_photo_h": _halves_same_photo("h"),
@@ -274,6 +330,8 @@ TASKS: dict[str, Callable[[Image.Image, Image.Image, random.Random], PerceptionI
     "grid_relation": _grid_relation,
     "adjacent_v": _halves_adjacent("v"),
     "adjacent_h": _halves_adjacent("h"),
+    "continuity_v": _continuity("v"),
+    "continuity_h": _continuity("h"),
 }
 """Task name -> generator. Each is a pure function of (view, other view, rng)."""
 
@@ -307,10 +365,13 @@ def make_items(photos: list[Photo], k: int, *, seed: int, tasks: Sequence[str] =
     views = sample_views(photos, k, seed=seed, size=size)
     others = sample_views(photos[1:] + photos[:1], k, seed=seed + 7919, size=size)  # a different photo
     same = sample_views(photos, k, seed=seed + 104_729, size=size, min_crop=0.3)  # same photo, another crop
+    shifted = {ax: _shifted_views(photos, k, seed=seed, size=size, axis=ax)  # same photo, same scale, moved
+               if f"continuity_{ax}" in tasks else [None] * k for ax in ("v", "h")}
     items = []
     for i in range(k):
         rng = random.Random(f"{rng_prefix}:{seed}:{i}")
-        items.append(generators[tasks[i % len(tasks)]](views[i].image, (others[i].image, same[i].image), rng))
+        other = (others[i].image, same[i].image, shifted["v"][i], shifted["h"][i])
+        items.append(generators[tasks[i % len(tasks)]](views[i].image, other, rng))
     return items
 
 
