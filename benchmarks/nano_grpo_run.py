@@ -1,31 +1,72 @@
-"""GRPO as the notebook does it, on a given checkpoint. Usage: grpo_run.py NAME CKPT '{grpo overrides}'"""
-import json, sys, time
-ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent; sys.path.insert(0, str(ROOT))
-from jrl_core import nano, train, evaluate
-from jrl_core.images import load_photos, sample_views
-from jrl_core.puzzles import PuzzleSpec, build_rows
+"""GRPO as the RQ1 notebook does it, on a given checkpoint, with held-out evaluations along the way.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/nano_grpo_run.py NAME CKPT '{"steps": 100, "eval_every": 25, ...}'
+
+``CKPT``: a checkpoint folder or ``nano`` (the default build). The JSON holds GRPO settings
+(``train.preset`` fields) plus ``seed``, ``eval_every`` (greedy evaluation on the 300 held-out
+2x1 pair puzzles every N steps; 0 = before/after only) and ``rewards`` (reward names, default
+accuracy + format). Prints and appends one record to ``runs/grpo_results.jsonl``.
+"""
+import json
+import sys
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from jrl_core import evaluate, nano, train  # noqa: E402
+from jrl_core.images import load_photos, sample_views  # noqa: E402
+from jrl_core.puzzles import PuzzleSpec, build_rows  # noqa: E402
+
 name, ckpt, ov = sys.argv[1], sys.argv[2], json.loads(sys.argv[3] if len(sys.argv) > 3 else "{}")
 seed = ov.pop("seed", 0)
+eval_every = ov.pop("eval_every", 0)
+reward_names = tuple(ov.pop("rewards", ("accuracy", "format")))
 settings = train.preset("nano", seed=seed, **ov)
-policy, processor = nano.load_model(ckpt)
+policy, processor = nano.load_model(nano.resolve_model(ckpt))
 spec = PuzzleSpec(m=2, n=1, question_type="pair", think=False)
 test = evaluate.test_rows(spec, n_items=300, seed=0)
-t = time.time()
-before = evaluate.evaluate(policy, processor, test, max_new_tokens=settings.max_completion_length, progress=False)
-print("before", before.summary(), round(time.time() - t, 1), flush=True)
+
+
+def ev(model):
+    r = evaluate.evaluate(model, processor, test, max_new_tokens=settings.max_completion_length, progress=False)
+    s = r.summary()
+    return {k: round(s[k], 3) for k in ("accuracy", "valid", "share_A")}
+
+
+class EvalEvery(TrainerCallback):
+    def __init__(self):
+        self.trace, self.model = [], None
+
+    def bind(self, trainer):
+        self.model = trainer.model
+
+    def on_step_end(self, args, state, control, **kw):
+        if eval_every and state.global_step % eval_every == 0:
+            self.trace.append({"step": state.global_step, **ev(self.model)})
+            self.model.train()
+            print("eval", self.trace[-1], flush=True)
+
+
+before = ev(policy)
+print("before", before, flush=True)
 n_rows = settings.steps * settings.prompts_per_step
 views = sample_views(load_photos("skimage", "train"), n_rows, seed=1000 + seed)
 rows = build_rows(views, spec, n_items=n_rows, seed=f"train:{seed}")
+cb = EvalEvery()
 t = time.time()
 trainer, log = train.train_grpo(policy, processor, rows, settings, ROOT / "runs" / f"grpo_{name}", save_final=False,
-                                disable_tqdm=True)
+                                disable_tqdm=True, callbacks=[cb], reward_names=reward_names)
 grpo_s = time.time() - t
-after = evaluate.evaluate(trainer.model, processor, test, max_new_tokens=settings.max_completion_length, progress=False)
-print("after", after.summary(), flush=True)
-cols = [c for c in log.columns if "reward" in c and "std" not in c][:3]
+after = ev(trainer.model)
+print("after", after, flush=True)
+cols = [c for c in log.columns if c.startswith("rewards/") and c.endswith("/mean")] + ["frac_reward_zero_std", "kl"]
 print(log[["step", *cols]].iloc[::10].to_string(), flush=True)
-rec = {"name": name, "ckpt": ckpt, "settings": ov, "seed": seed, "before": before.summary(), "after": after.summary(),
+rec = {"name": name, "ckpt": ckpt, "settings": ov, "seed": seed, "before": before, "after": after, "trace": cb.trace,
        "grpo_s": round(grpo_s, 1)}
 print(json.dumps(rec), flush=True)
 (ROOT / "runs").mkdir(exist_ok=True)
-with open(ROOT / "runs" / "grpo_results.jsonl", "a") as f: f.write(json.dumps(rec) + "\n")
+with open(ROOT / "runs" / "grpo_results.jsonl", "a") as f:
+    f.write(json.dumps(rec) + "\n")

@@ -96,7 +96,8 @@ def _mc(image, question, correct: str, wrong: Sequence[str], task: str, rng: ran
 
 
 # --- task generators: (view, others, rng) -> PerceptionItem -----------------------------------------
-# ``others`` = (a view of a different photo, another random crop of the same photo).
+# ``others`` = (a view of a different photo, another random crop of the same photo, and for the
+# continuity tasks the same crop moved down/up (index 2) or sideways (index 3); else None).
 
 def _halves_same_photo(axis: str):
     a, b = ("top", "bottom") if axis == "v" else ("left", "right")

@@ -17,6 +17,7 @@ import dataclasses
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +55,7 @@ class GRPOSettings:
     max_grad_norm: float = 1.0
     weight_decay: float = 0.0
     bf16: bool = False  # the paper trains in bf16 on GPUs; CPUs run fp32
+    letter_centring: bool = False  # bias control (not in the papers): see centre_letter_advantages
     save_steps: int = 0  # 0 = only at the end
     seed: int = 0
     report_to: tuple[str, ...] = ("tensorboard",)  # TRL logs to <output_dir>/runs too; () = table only
@@ -189,12 +191,50 @@ COMPLETION_LOG = "completions.jsonl"
 _META_COLUMNS = ("prompt_id", "solution", "answer_type", "m", "n", "think", "question_type", "mode")
 
 
+def centre_letter_advantages(advantages, letters: Sequence[str | None]):
+    """Remove one batch's answer-letter preference from the GRPO advantages (a bias control;
+    not part of the papers' GRPO).
+
+    For every letter L, the mean advantage of the completions whose answer is L is subtracted
+    from their advantages; completions without a letter answer (other answer types, invalid
+    answers) are left as they are.
+
+    Why: with two choices and group-normalised advantages, the expected gradient on a pure
+    letter preference is zero whatever that preference is (balanced gold letters), so sampling
+    noise moves it as a random walk until every group answers the same letter and has zero
+    reward variance (measured on the nano model: "always A"). Within one batch, the mean
+    advantage per letter is that noise (its expectation is 0 when gold letters are balanced,
+    as :mod:`jrl_core.puzzles` makes them); subtracting it keeps every within-prompt contrast
+    ("A beats B on this puzzle") and drops the batch-wide "A beats B".
+
+    Args:
+        advantages: float tensor of shape (N,), one per completion (TRL's ``advantages``).
+        letters: N parsed answer letters (``"A"``, ``"B"``, …) or None.
+    Returns:
+        A new tensor of shape (N,); the sum of advantages over each letter's completions is 0.
+    Raises:
+        ValueError: ``letters`` and ``advantages`` differ in length.
+    """
+    if len(letters) != len(advantages):
+        raise ValueError(f"{len(letters)} letters for {len(advantages)} advantages; give one per completion.")
+    out = advantages.clone()
+    for letter in {x for x in letters if x is not None}:
+        idx = [i for i, x in enumerate(letters) if x == letter]
+        out[idx] = out[idx] - out[idx].mean()
+    return out
+
+
 def _trainer_classes():
     """Built lazily so that importing :mod:`jrl_core.train` does not import TRL."""
     from trl import GRPOTrainer
 
     class JigsawGRPOTrainer(GRPOTrainer):
-        """TRL's ``GRPOTrainer`` plus a completion log; two subclass hooks, no copied code.
+        """TRL's ``GRPOTrainer`` plus a completion log and an optional bias control; subclass hooks
+        that call TRL's own methods, no copied code.
+
+        ``letter_centring``: after TRL computes the advantages of a generation batch,
+        :func:`centre_letter_advantages` removes the batch's answer-letter preference (the logged
+        advantages are TRL's, before centring).
 
         Every rollout of every step is appended to ``completion_log`` (JSON lines), one record
         per completion: ``step``, ``prompt_id``, ``completion`` (text), ``rewards`` (reward
@@ -203,9 +243,11 @@ def _trainer_classes():
         (:func:`jrl_core.reasoning.load_completion_log`) reads it. Only the main process writes.
         """
 
-        def __init__(self, *args, completion_log: str | Path | None = None, **kwargs):
+        def __init__(self, *args, completion_log: str | Path | None = None, letter_centring: bool = False,
+                     **kwargs):
             super().__init__(*args, **kwargs)
             self.completion_log = Path(completion_log) if completion_log else None
+            self.letter_centring = letter_centring
 
         def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
             if self.completion_log is not None:  # TRL gathers these "extra" columns with the rollouts
@@ -213,6 +255,15 @@ def _trainer_classes():
                     self._log_completion_extra(col, [x.get(col) for x in inputs])
                 self._log_completion_extra("length_tokens", [len(ids) for ids in completion_ids_list])
             return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+
+        def _generate_and_score_completions(self, inputs):
+            out = super()._generate_and_score_completions(inputs)
+            if self.letter_centring:
+                texts = self.processing_class.batch_decode(out["completion_ids"], skip_special_tokens=True)
+                letters = [rewards.parse_letter(rewards.extract_answer(t, mode=x.get("mode"), think=x.get("think")))
+                           if x.get("answer_type") == "letter" else None for t, x in zip(texts, inputs, strict=True)]
+                out["advantages"] = centre_letter_advantages(out["advantages"], letters)
+            return out
 
         def log(self, logs, start_time=None):
             super().log(logs, start_time)
@@ -374,6 +425,7 @@ def train_grpo(model, processor, rows: list[dict], settings: GRPOSettings, outpu
         callbacks=[table, *(callbacks or [])],
         peft_config=lora.peft_config() if lora else None,
         completion_log=log_path if log_completions else None,
+        letter_centring=settings.letter_centring,
     )
     for cb in callbacks or []:
         if hasattr(cb, "bind"):  # callbacks that need the trainer, e.g. schedules.KLScheduleCallback (GRPO-D)

@@ -116,3 +116,20 @@ def test_preset_names_bad_input():
         train.preset("huge")
     with pytest.raises(ValueError, match="stpes"):
         train.preset("nano", stpes=3)
+
+
+def test_patch_and_merge_size_set_the_image_token_count():
+    """126 px, 14 px patches merged 3x3: a 9x9 patch grid -> 9 image tokens (the 2x1 seam falls
+    inside a patch row); a size that does not divide is refused with the fix."""
+    cfg = nano.NanoConfig(image_size=126, merge_size=3, pretrain_steps=0, vocab_size=512)
+    processor = nano.build_processor(cfg)
+    model = nano.build_model(cfg, processor.tokenizer)
+    from PIL import Image
+
+    text = processor.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "hi"}]}],
+                                         tokenize=False, add_generation_prompt=True)
+    batch = processor(text=[text], images=[Image.new("RGB", (126, 126))], return_tensors="pt")
+    assert int((batch["input_ids"] == model.config.image_token_id).sum()) == 9
+    assert model(**batch).logits.shape[-1] == model.config.text_config.vocab_size
+    with pytest.raises(ValueError, match="multiple of 42"):
+        nano.build_processor(nano.NanoConfig(image_size=112, merge_size=3))

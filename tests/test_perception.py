@@ -54,3 +54,37 @@ def test_no_question_is_a_jigsaw_question(photos):
 def test_unknown_task_is_named_in_the_error(photos):
     with pytest.raises(ValueError, match="no_such_task"):
         perception.make_items(photos, 2, seed=0, tasks=["no_such_task"])
+
+
+def _seam_jump(img, axis):
+    """Mean absolute pixel change across the middle seam (rows for "v", columns for "h")."""
+    import numpy as np
+
+    a = np.asarray(img.convert("L"), dtype=float)
+    if axis == "h":
+        a = a.T
+    h = a.shape[0] // 2
+    return np.abs(a[h - 1] - a[h]).mean()
+
+
+@pytest.mark.parametrize("axis", ["v", "h"])
+def test_continuity_negatives_break_the_seam_and_positives_are_the_view(photos, axis):
+    """A "no" item differs from the plain view only in one half, and its seam jumps more on
+    average than the seams of "yes" items (one unbroken photo)."""
+    items = perception.make_items(photos, 40, seed=5, tasks=[f"continuity_{axis}"], size=56)
+    plain = perception.make_items(photos, 40, seed=5, tasks=["grid_relation"], size=56)  # same views, unedited
+    yes, no = [], []
+    for it, ref in zip(items, plain, strict=True):
+        unbroken = it.choices[string.ascii_uppercase.index(it.answer)] == "yes"
+        assert it.question == "Is this image one unbroken photo?"
+        if unbroken:
+            assert it.image.tobytes() == ref.image.tobytes()
+            yes.append(_seam_jump(it.image, axis))
+        else:
+            w, h = it.image.size
+            halves = [(0, 0, w, h // 2), (0, h // 2, w, h)] if axis == "v" else [(0, 0, w // 2, h), (w // 2, 0, w, h)]
+            kept = [it.image.crop(b).tobytes() == ref.image.crop(b).tobytes() for b in halves]
+            assert sum(kept) == 1  # exactly one half replaced
+            no.append(_seam_jump(it.image, axis))
+    assert yes and no
+    assert sum(no) / len(no) > sum(yes) / len(yes)
