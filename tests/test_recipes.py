@@ -100,3 +100,10 @@ def test_grpo_config_splits_the_step_over_processes(monkeypatch, tmp_path):
     assert train.grpo_config(s, tmp_path).gradient_accumulation_steps == 128  # one GPU keeps the batch of 512
     with pytest.raises(ValueError, match="must divide"):
         train.grpo_config(train.preset("paper", per_device_batch=5), tmp_path)
+
+
+def test_letter_centring_recipe_turns_the_control_on_and_the_default_leaves_it_off():
+    on = load_recipe(experiment.RECIPES_DIR / "nano" / "letter_centring_2x1_pair.yaml").grpo_settings()
+    off = load_recipe(experiment.RECIPES_DIR / "nano" / "rq1_2x1_pair.yaml").grpo_settings()
+    assert on.letter_centring and not off.letter_centring
+    assert train.PAPER.letter_centring is False  # the papers' GRPO has no such control
