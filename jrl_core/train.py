@@ -544,12 +544,14 @@ def rejection_sample(model, processor, rows: list[dict], *, k: int = 4, max_new_
 
 
 def train_sft(model, processor, examples: list[dict], settings: SFTSettings, output_dir: str | Path, *,
-              lora: LoraSettings | None = None, save_final: bool = True, **config_overrides):
+              lora: LoraSettings | None = None, save_final: bool = True, callbacks: list | None = None,
+              **config_overrides):
     """Supervised fine-tuning with TRL's ``SFTTrainer`` on :func:`sft_rows` examples (loss on
     the completion tokens only); returns ``(trainer, metrics DataFrame)``.
 
     ``output_dir`` gets ``train_log.csv`` and (``save_final``) ``final/`` — a checkpoint that
     :func:`train_grpo` can start from (the SFT→RL cold start, Jigsaw-R1 Finding 5).
+    ``callbacks``: extra ``TrainerCallback``s (e.g. an evaluation every N steps).
     Raises ``ValueError`` when there are fewer examples than one step needs.
     """
     from trl import SFTConfig, SFTTrainer
@@ -570,7 +572,7 @@ def train_sft(model, processor, examples: list[dict], settings: SFTSettings, out
     from datasets import Dataset
 
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples), processing_class=processor,
-                         callbacks=[table], peft_config=lora.peft_config() if lora else None)
+                         callbacks=[table, *(callbacks or [])], peft_config=lora.peft_config() if lora else None)
     trainer.train()
     if save_final:
         _save_final(trainer, processor, output_dir / "final", lora=lora is not None)
