@@ -99,18 +99,34 @@ def _mc(image, question, correct: str, wrong: Sequence[str], task: str, rng: ran
 # ``others`` = (a view of a different photo, another random crop of the same photo, and for the
 # continuity tasks the same crop moved down/up (index 2) or sideways (index 3); else None).
 
+def _half_boxes(size: tuple[int, int], axis: str) -> tuple[tuple, tuple]:
+    """PIL boxes of the (top, bottom) halves for ``axis="v"``, (left, right) for ``"h"``."""
+    w, h = size
+    if axis == "v":
+        return (0, 0, w, h // 2), (0, h // 2, w, h)
+    return (0, 0, w // 2, h), (w // 2, 0, w, h)
+
+
+def _maybe_replace_half(view, axis: str, rng: random.Random, source: Callable[[], Image.Image], *,
+                        low_draw_picks_first: bool = True) -> tuple[bool, Image.Image]:
+    """``(kept, image)``: with probability 1/2 a copy of ``view`` (``kept=True``); otherwise one of
+    its halves along ``axis`` (a second draw picks which) replaced by the same box of ``source()``
+    (called after both draws, so a source may draw from ``rng`` too). The draw order is part of
+    the items' determinism: keep it."""
+    kept = rng.random() < 0.5
+    img = view.copy()
+    if not kept:
+        first, second = _half_boxes(img.size, axis)
+        box = first if (rng.random() < 0.5) == low_draw_picks_first else second
+        img.paste(source().crop(box), box[:2])
+    return kept, img
+
+
 def _halves_same_photo(axis: str):
     a, b = ("top", "bottom") if axis == "v" else ("left", "right")
 
     def gen(view: Image.Image, other: tuple[Image.Image, Image.Image], rng: random.Random) -> PerceptionItem:
-        same = rng.random() < 0.5
-        img = view.copy()
-        if not same:
-            w, h = img.size
-            box = (0, h // 2, w, h) if axis == "v" else (w // 2, 0, w, h)
-            if rng.random() < 0.5:  # replace either half
-                box = (0, 0, w, h // 2) if axis == "v" else (0, 0, w // 2, h)
-            img.paste(other[0].crop(box), box[:2])
+        same, img = _maybe_replace_half(view, axis, rng, lambda: other[0])
         q = f"Do the {a} half and the {b} half of the image come from the same photo?"
         return _mc(img, q, "yes" if same else "no", ["no" if same else "yes"], f"same_photo_{axis}", rng)
 
@@ -248,14 +264,7 @@ def _halves_adjacent(axis: str):
     a, b = ("top", "bottom") if axis == "v" else ("left", "right")
 
     def gen(view, other, rng):
-        adjacent = rng.random() < 0.5
-        img = view.copy()
-        if not adjacent:
-            w, h = img.size
-            box = (0, h // 2, w, h) if axis == "v" else (w // 2, 0, w, h)
-            if rng.random() < 0.5:
-                box = (0, 0, w, h // 2) if axis == "v" else (0, 0, w // 2, h)
-            img.paste(other[rng.random() < 0.75].crop(box), box[:2])
+        adjacent, img = _maybe_replace_half(view, axis, rng, lambda: other[rng.random() < 0.75])
         q = f"Do the {a} half and the {b} half of the image show adjacent parts of one photo?"
         return _mc(img, q, "yes" if adjacent else "no", ["no" if adjacent else "yes"], f"adjacent_{axis}", rng)
 
@@ -270,14 +279,8 @@ def _continuity(axis: str):
     One half always stays where it was and nothing is exchanged or reordered, and the question asks
     nothing about order or positions, so this is not a jigsaw or seam-order question."""
     def gen(view, other, rng):
-        unbroken = rng.random() < 0.5
-        img = view.copy()
-        if not unbroken:
-            w, h = img.size
-            second = (0, h // 2, w, h) if axis == "v" else (w // 2, 0, w, h)
-            first = (0, 0, w, h // 2) if axis == "v" else (0, 0, w // 2, h)
-            box = second if rng.random() < 0.5 else first
-            img.paste(other[2 if axis == "v" else 3].crop(box), box[:2])
+        unbroken, img = _maybe_replace_half(view, axis, rng, lambda: other[2 if axis == "v" else 3],
+                                            low_draw_picks_first=False)
         return _mc(img, "Is this image one unbroken photo?", "yes" if unbroken else "no",
                    ["no" if unbroken else "yes"], f"continuity_{axis}", rng)
 
