@@ -234,7 +234,8 @@ def _trainer_classes():
 
         ``letter_centring``: after TRL computes the advantages of a generation batch,
         :func:`centre_letter_advantages` removes the batch's answer-letter preference (the logged
-        advantages are TRL's, before centring).
+        advantages are TRL's, before centring). Under several processes each centres its own
+        slice of the batch.
 
         Every rollout of every step is appended to ``completion_log`` (JSON lines), one record
         per completion: ``step``, ``prompt_id``, ``completion`` (text), ``rewards`` (reward
