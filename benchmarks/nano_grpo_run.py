@@ -12,13 +12,13 @@ import sys
 import time
 from pathlib import Path
 
-from transformers import TrainerCallback
-
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from jrl_core import evaluate, nano, train  # noqa: E402
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+from heldout import SPEC, EvalEvery, heldout_eval, test_rows  # noqa: E402
+
+from jrl_core import nano, train  # noqa: E402
 from jrl_core.images import load_photos, sample_views  # noqa: E402
-from jrl_core.puzzles import PuzzleSpec, build_rows  # noqa: E402
+from jrl_core.puzzles import build_rows  # noqa: E402
 
 name, ckpt, ov = sys.argv[1], sys.argv[2], json.loads(sys.argv[3] if len(sys.argv) > 3 else "{}")
 seed = ov.pop("seed", 0)
@@ -26,36 +26,19 @@ eval_every = ov.pop("eval_every", 0)
 reward_names = tuple(ov.pop("rewards", ("accuracy", "format")))
 settings = train.preset("nano", seed=seed, **ov)
 policy, processor = nano.load_model(nano.resolve_model(ckpt))
-spec = PuzzleSpec(m=2, n=1, question_type="pair", think=False)
-test = evaluate.test_rows(spec, n_items=300, seed=0)
+test = test_rows()
 
 
 def ev(model):
-    r = evaluate.evaluate(model, processor, test, max_new_tokens=settings.max_completion_length, progress=False)
-    s = r.summary()
-    return {k: round(s[k], 3) for k in ("accuracy", "valid", "share_A")}
-
-
-class EvalEvery(TrainerCallback):
-    def __init__(self):
-        self.trace, self.model = [], None
-
-    def bind(self, trainer):
-        self.model = trainer.model
-
-    def on_step_end(self, args, state, control, **kw):
-        if eval_every and state.global_step % eval_every == 0:
-            self.trace.append({"step": state.global_step, **ev(self.model)})
-            self.model.train()
-            print("eval", self.trace[-1], flush=True)
+    return heldout_eval(model, processor, test, settings.max_completion_length)
 
 
 before = ev(policy)
 print("before", before, flush=True)
 n_rows = settings.steps * settings.prompts_per_step
 views = sample_views(load_photos("skimage", "train"), n_rows, seed=1000 + seed)
-rows = build_rows(views, spec, n_items=n_rows, seed=f"train:{seed}")
-cb = EvalEvery()
+rows = build_rows(views, SPEC, n_items=n_rows, seed=f"train:{seed}")
+cb = EvalEvery(processor, test, eval_every, settings.max_completion_length)
 t = time.time()
 trainer, log = train.train_grpo(policy, processor, rows, settings, ROOT / "runs" / f"grpo_{name}", save_final=False,
                                 disable_tqdm=True, callbacks=[cb], reward_names=reward_names)

@@ -25,12 +25,12 @@ import sys
 import time
 
 import torch
+from heldout import SPEC
+from heldout import test_rows as heldout_rows
 
-from jrl_core import evaluate, nano
+from jrl_core import nano
 from jrl_core.images import load_photos, sample_views
-from jrl_core.puzzles import PuzzleSpec, build_rows
-
-SPEC = PuzzleSpec(m=2, n=1, question_type="pair", think=False)
+from jrl_core.puzzles import build_rows
 
 
 def swapped_label(row: dict) -> int:
@@ -109,7 +109,7 @@ def main(arg: str | None = None, n_train: int = 600, n_test: int = 300) -> dict:
     size = json.loads(open(f"{path}/nano.json").read())["config"].get("image_size", 112)
     views = sample_views(load_photos("skimage", "train"), n_train, seed=5_000, size=size)
     train_rows = build_rows(views, SPEC, n_items=n_train, seed="probe:train")
-    test_rows = evaluate.test_rows(SPEC, n_items=n_test)
+    test_rows = heldout_rows(n_test)
     ftr, fte = features(model, processor, train_rows), features(model, processor, test_rows)
     labels = {
         "swapped": (torch.tensor([swapped_label(r) for r in train_rows]).float(),

@@ -12,43 +12,30 @@ import sys
 import time
 from pathlib import Path
 
-from transformers import TrainerCallback
-
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from jrl_core import evaluate, nano, train  # noqa: E402
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+from heldout import SPEC, EvalEvery, heldout_eval, test_rows  # noqa: E402
+
+from jrl_core import nano, train  # noqa: E402
 from jrl_core.images import load_photos, sample_views  # noqa: E402
-from jrl_core.puzzles import PuzzleSpec, build_rows  # noqa: E402
+from jrl_core.puzzles import build_rows  # noqa: E402
 
 ckpt, ov = sys.argv[1], json.loads(sys.argv[2] if len(sys.argv) > 2 else "{}")
 eval_every = ov.pop("eval_every", 50)
 settings = train.SFTSettings(**{"steps": 300, "batch_size": 32, "learning_rate": 1e-3, **ov})
 model, processor = nano.load_model(nano.resolve_model(ckpt))
-spec = PuzzleSpec(m=2, n=1, question_type="pair", think=False)
-test = evaluate.test_rows(spec, n_items=300, seed=0)
+test = test_rows()
 
 
 def ev(m):
-    s = evaluate.evaluate(m, processor, test, max_new_tokens=8, progress=False).summary()
-    return {k: round(s[k], 3) for k in ("accuracy", "valid", "share_A")}
-
-
-class EvalEvery(TrainerCallback):
-    def __init__(self):
-        self.trace = []
-
-    def on_step_end(self, args, state, control, model=None, **kw):
-        if state.global_step % eval_every == 0:
-            self.trace.append({"step": state.global_step, **ev(model)})
-            model.train()
-            print("eval", self.trace[-1], flush=True)
+    return heldout_eval(m, processor, test)
 
 
 before = ev(model)
 print("before", before, flush=True)
 n = settings.steps * settings.batch_size
-rows = build_rows(sample_views(load_photos("skimage", "train"), n, seed=77), spec, n_items=n, seed="sft-ceiling")
-cb = EvalEvery()
+rows = build_rows(sample_views(load_photos("skimage", "train"), n, seed=77), SPEC, n_items=n, seed="sft-ceiling")
+cb = EvalEvery(processor, test, eval_every)
 start = time.time()
 trainer, log = train.train_sft(model, processor, train.sft_rows(rows), settings, ROOT / "runs" / "sft_ceiling",
                                save_final=False, callbacks=[cb])

@@ -362,17 +362,27 @@ def sample_views(
     views = []
     for i in range(k):
         photo = photos[i % len(photos)]
-        rng = random.Random(f"{seed}:{i}")
-        width, height = photo.image.size
-        short = min(width, height)
-        side = max(1, min(short, round(rng.uniform(min_crop, 1.0) * short)))
-        x0 = rng.randint(0, width - side)
-        y0 = rng.randint(0, height - side)
-        flip = rng.random() < 0.5
-        view = photo.image.resize(
-            (size, size), Image.Resampling.BICUBIC, box=(x0, y0, x0 + side, y0 + side)
-        )
-        if flip:
-            view = view.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        views.append(Photo(image_id=f"{photo.image_id}#{i}", image=view))
+        x0, y0, side, flip = view_crop(photo, seed=seed, i=i, min_crop=min_crop)
+        views.append(Photo(image_id=f"{photo.image_id}#{i}", image=render_view(photo, x0, y0, side, flip, size)))
     return views
+
+
+def view_crop(photo: Photo, *, seed: int, i: int, min_crop: float = 0.5) -> tuple[int, int, int, bool]:
+    """The random draws of view ``i`` of :func:`sample_views`: ``(x0, y0, side, flip)`` in pixels
+    of ``photo`` (a square crop at (x0, y0) with that side, flipped left-right when ``flip``).
+    Exposed so that a task can make a second crop tied to the same view (e.g. the same crop
+    moved, :mod:`jrl_core.perception`'s continuity tasks)."""
+    rng = random.Random(f"{seed}:{i}")
+    width, height = photo.image.size
+    short = min(width, height)
+    side = max(1, min(short, round(rng.uniform(min_crop, 1.0) * short)))
+    x0 = rng.randint(0, width - side)
+    y0 = rng.randint(0, height - side)
+    return x0, y0, side, rng.random() < 0.5
+
+
+def render_view(photo: Photo, x0: int, y0: int, side: int, flip: bool, size: int) -> Image.Image:
+    """The square crop ``(x0, y0, side)`` of ``photo`` resized to ``size×size`` (bicubic), flipped
+    left-right when ``flip``: how :func:`sample_views` renders a view."""
+    view = photo.image.resize((size, size), Image.Resampling.BICUBIC, box=(x0, y0, x0 + side, y0 + side))
+    return view.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if flip else view

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw, ImageEnhance
 
-from jrl_core.images import Photo, load_photos, sample_views
+from jrl_core.images import Photo, load_photos, render_view, sample_views, view_crop
 from jrl_core.modes import get_mode
 
 
@@ -295,12 +295,8 @@ def _shifted_views(photos: list[Photo], k: int, *, seed: int, size: int, axis: s
     out = []
     for i in range(k):
         photo = photos[i % len(photos)]
-        rng = random.Random(f"{seed}:{i}")  # replays sample_views' draws for view i
+        x0, y0, side, flip = view_crop(photo, seed=seed, i=i)  # view i's crop, moved below
         width, height = photo.image.size
-        short = min(width, height)
-        side = max(1, min(short, round(rng.uniform(0.5, 1.0) * short)))
-        x0, y0 = rng.randint(0, width - side), rng.randint(0, height - side)
-        flip = rng.random() < 0.5
         srng = random.Random(f"shift:{axis}:{seed}:{i}")
         lo = max(1, side // 8)
         x1, y1 = x0, y0
@@ -316,8 +312,7 @@ def _shifted_views(photos: list[Photo], k: int, *, seed: int, size: int, axis: s
                 d = srng.choice(cands)
                 x1, y1 = (x0, y0 + d) if ax == "v" else (x0 + d, y0)
                 break
-        view = photo.image.resize((size, size), Image.Resampling.BICUBIC, box=(x1, y1, x1 + side, y1 + side))
-        out.append(view.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if flip else view)
+        out.append(render_view(photo, x1, y1, side, flip, size))
     return out
 
 
