@@ -27,7 +27,7 @@ from jrl_core.puzzles import PuzzleSpec
 def load(model: str):
     """(model, processor, label) for --model."""
     if model == "untrained":
-        cfg = nano.NanoConfig(pretrain_steps=0)
+        cfg = nano.NanoConfig(pretrain_steps=0, vision_pretrain_steps=0)
         processor = nano.build_processor(cfg)
         return nano.build_model(cfg, processor.tokenizer), processor, "untrained nano (random init, default size)"
     folder = nano.resolve_model(model)

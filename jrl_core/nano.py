@@ -59,7 +59,7 @@ SPECIAL_TOKENS = [
 ]
 TAG_TOKENS = ["<think>", "</think>", "<answer>", "</answer>", "<reason>", "</reason>"]
 
-NANO_RECIPE_VERSION = 3
+NANO_RECIPE_VERSION = 4
 """Bumped whenever the build recipe changes in a way the config fields do not show."""
 
 DEFAULT_CACHE = Path(os.environ.get("JRL_CACHE", Path(__file__).resolve().parent.parent / ".cache"))
@@ -69,8 +69,12 @@ DEFAULT_CACHE = Path(os.environ.get("JRL_CACHE", Path(__file__).resolve().parent
 class NanoConfig:
     """Everything that determines a nano checkpoint; its hash names the cache folder.
 
-    Field defaults are sized for a 2-core CPU: about 1M parameters, 112x112 images
-    (8x8 vision patches of 14 px, merged 2x2 into 16 image tokens).
+    Field defaults are sized for a 2-core CPU: about 1M parameters, 126x126 images
+    (9x9 vision patches of 14 px, merged 3x3 into 9 image tokens). At 126 px the middle
+    seam of a 2x1 or 1x2 puzzle falls *inside* a patch row/column (pixel 63 = 4.5 patches),
+    where one patch embedding sees both sides of it; at 112 px it falls between patches and
+    the vision stage learned nothing about continuity (measured, see
+    :data:`jrl_core.perception.VISION_TASKS`).
     """
 
     vocab_size: int = 1024  # byte-level BPE trained on the workbook's prompts
@@ -82,13 +86,19 @@ class NanoConfig:
     vision_hidden: int = 96
     vision_depth: int = 3
     vision_heads: int = 4
-    image_size: int = 112  # pixels per side; a multiple of patch_size x merge_size
+    image_size: int = 126  # pixels per side; a multiple of patch_size x merge_size
     patch_size: int = 14  # vision patch side in pixels (Qwen2.5-VL: 14)
-    merge_size: int = 2  # spatial_merge_size: merge_size**2 patches -> one image token (Qwen2.5-VL: 2)
+    merge_size: int = 3  # spatial_merge_size: merge_size**2 patches -> one image token (Qwen2.5-VL: 2)
     rope_theta: float = 10.0  # see module docstring: large thetas hide the width axis
     initializer_range: float = 0.1  # 0.02 makes a model this small ignore the image
     seed: int = 0
-    # Visual instruction pretraining (jrl_core.perception); 0 steps = random init.
+    # Stage 1, vision encoder pretraining (perception.pretrain_vision); 0 steps = skip.
+    vision_pretrain_steps: int = 1200
+    vision_pretrain_lr: float = 1e-3
+    vision_pretrain_pool: int = 4096  # items generated once on the train photos, re-drawn with augmentation
+    vision_pretrain_tasks: tuple[str, ...] = ()  # empty = perception.VISION_TASKS
+    freeze_vision: bool = True  # stage 2 trains the merger and the language model only (LLaVA-style)
+    # Stage 2, visual instruction pretraining (perception.pretrain); 0 steps = random init.
     pretrain_steps: int = 600
     pretrain_batch: int = 32
     pretrain_lr: float = 1e-3
@@ -103,7 +113,10 @@ class NanoConfig:
 
         d = dataclasses.asdict(self)
         d.pop("extra")
+        from jrl_core.perception import VISION_TASKS
+
         d["pretrain_tasks"] = list(self.pretrain_tasks or DEFAULT_TASKS)
+        d["vision_pretrain_tasks"] = list(self.vision_pretrain_tasks or VISION_TASKS)
         d["recipe_version"] = NANO_RECIPE_VERSION
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -294,9 +307,11 @@ def build_nano(cfg: NanoConfig | None = None, *, cache_dir: str | Path | None = 
                progress: bool = True) -> Path:
     """Build (or reuse) a nano instruct checkpoint and return its folder.
 
-    Steps: tokenizer -> random-init model -> visual instruction pretraining on the
-    training photos (:func:`jrl_core.perception.pretrain`, ``cfg.pretrain_steps``
-    steps) -> safetensors checkpoint in ``<cache_dir>/nano-<cfg.key()>``, written
+    Steps: tokenizer -> random-init model -> vision encoder pretraining on the training
+    photos (:func:`jrl_core.perception.pretrain_vision`, ``cfg.vision_pretrain_steps``
+    steps) -> visual instruction pretraining on the training photos
+    (:func:`jrl_core.perception.pretrain`, ``cfg.pretrain_steps`` steps; the encoder
+    frozen when ``cfg.freeze_vision``) -> safetensors checkpoint in ``<cache_dir>/nano-<cfg.key()>``, written
     atomically. A folder that already holds a finished build is returned as is
     unless ``force``. ``nano.json`` in the folder records the config, parameter
     count, pretraining curve and per-task held-out accuracy.
@@ -311,10 +326,26 @@ def build_nano(cfg: NanoConfig | None = None, *, cache_dir: str | Path | None = 
     processor = build_processor(cfg)
     model = build_model(cfg, processor.tokenizer)
     meta = {"config": dataclasses.asdict(cfg), "parameters": count_parameters(model)}
+    if cfg.vision_pretrain_steps > 0:
+        meta["vision_pretraining"] = perception.pretrain_vision(model, processor, cfg, progress=progress)
     if cfg.pretrain_steps > 0:
         meta["pretraining"] = perception.pretrain(model, processor, cfg, progress=progress)
     _atomic_save(model, processor, out, meta)
     return out
+
+
+def pretrain_overrides(steps: int | None) -> dict:
+    """A notebook's ``nano_pretrain_steps`` parameter as :class:`NanoConfig` overrides.
+
+    ``None`` keeps the defaults (``{}``); an int sets both pretraining stages (vision encoder and
+    visual instruction) to that many steps, e.g. 3 for smoke tests. Raises ``ValueError`` for a
+    negative count.
+    """
+    if steps is None:
+        return {}
+    if steps < 0:
+        raise ValueError(f"nano_pretrain_steps={steps}: must be >= 0 (or None for the defaults).")
+    return {"pretrain_steps": int(steps), "vision_pretrain_steps": int(steps)}
 
 
 def resolve_model(model: str, **nano_overrides) -> str:

@@ -20,6 +20,7 @@ drawn shapes, brightness, tint, colour and counting.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import string
 from collections.abc import Callable, Sequence
@@ -437,12 +438,136 @@ def letter_accuracy(model, processor, items: Sequence[PerceptionItem], batch_siz
     return correct / max(1, len(items))
 
 
+VISION_TASKS = ("continuity_v", "continuity_h", "same_photo_v", "same_photo_h")
+"""Tasks of the nano vision-encoder stage (:func:`pretrain_vision`), the first pretraining stage.
+
+Measured (vision encoder alone, 126 px views, 3x3 merging, 1,200 steps of 32, 14 training photos):
+continuity_v alone reached 0.75 on held-out photos, and a linear probe on its pooled features
+told swapped from unswapped 2x1 puzzles on held-out photos at 0.80; the same run at 112 px with
+2x2 merging (the seam between patch rows) stayed at chance, as did every run without
+:func:`augment` (the encoder memorised the 14 photos: train 0.80, held-out 0.42)."""
+
+
+def augment(image: Image.Image, rng: random.Random) -> Image.Image:
+    """A label-preserving random variant of a perception item's image for the vision stage.
+
+    Left-right flip (p = 1/2), a random permutation of the RGB channels and colour inversion
+    (p = 0.3). None of these moves content up or down, so every :data:`VISION_TASKS` label (and
+    "upside down") keeps its meaning. With only 14 training photos, the encoder otherwise learns
+    the photos instead of the question (measured: train 0.80, held-out 0.42).
+    """
+    from PIL import ImageOps
+
+    if rng.random() < 0.5:
+        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    bands = image.convert("RGB").split()
+    image = Image.merge("RGB", [bands[i] for i in rng.sample(range(3), 3)])
+    if rng.random() < 0.3:
+        image = ImageOps.invert(image)
+    return image
+
+
+def _task_classes(items: Sequence[PerceptionItem]) -> dict[str, list[str]]:
+    """Task -> sorted list of the distinct correct-choice texts seen in ``items`` (the vision
+    stage's classes for that task)."""
+    classes: dict[str, set[str]] = {}
+    for it in items:
+        classes.setdefault(it.task, set()).add(it.choices[string.ascii_uppercase.index(it.answer)])
+    return {t: sorted(c) for t, c in classes.items()}
+
+
+def pretrain_vision(model, processor, cfg, *, progress: bool = True) -> dict:
+    """Stage 1 of the nano build: train the vision encoder alone on perception labels.
+
+    Real VLMs start from a separately pretrained vision encoder (Qwen2.5-VL's ViT, CLIP in
+    LLaVA) before visual instruction tuning; this is the nano counterpart. The encoder
+    (``model.model.visual``, patch embedding to merger) is trained with a temporary linear head
+    per task on its mean-pooled image tokens, cross-entropy on the correct choice's text
+    (classes per task: :func:`_task_classes`). The head is discarded; nothing but the encoder
+    changes. Items: a pool of ``cfg.vision_pretrain_pool`` items on the *train* photos
+    (``cfg.vision_pretrain_tasks`` or :data:`VISION_TASKS`, generated once), each drawn with a
+    fresh :func:`augment`; AdamW, lr ``cfg.vision_pretrain_lr``, cosine decay, 5% warm-up.
+
+    Returns a record: loss curve (every 25 steps) and held-out accuracy per task (the encoder's
+    head, 128 items on the *test* photos, no augmentation).
+    Raises ``ValueError`` when a task has only one class in the pool (nothing to learn).
+    """
+    import math
+
+    import torch
+    from tqdm.auto import tqdm
+
+    torch.manual_seed(cfg.seed)
+    tasks = tuple(cfg.vision_pretrain_tasks or VISION_TASKS)
+    visual = model.model.visual
+    pool = make_items(load_photos(cfg.photo_source, "train"), cfg.vision_pretrain_pool, seed=cfg.seed + 555,
+                      tasks=tasks, size=cfg.image_size)
+    classes = _task_classes(pool)
+    flat = [(t, c) for t in tasks for c in classes.get(t, [])]
+    for t in tasks:
+        if len(classes.get(t, [])) < 2:
+            raise ValueError(f"vision pretraining task {t!r} has fewer than two classes in its pool of "
+                             f"{len(pool)} items; raise vision_pretrain_pool or drop the task.")
+    index = {tc: i for i, tc in enumerate(flat)}
+    head = torch.nn.Linear(model.config.text_config.hidden_size, len(flat))
+    params = list(visual.parameters()) + list(head.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.vision_pretrain_lr, weight_decay=0.01)
+    steps = cfg.vision_pretrain_steps
+    warm = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm))))
+    per_image = (cfg.image_size // (cfg.patch_size * cfg.merge_size)) ** 2
+    task_cols = {t: torch.tensor([index[(t, c)] for c in classes[t]]) for t in tasks}
+
+    def logits_and_targets(items):
+        enc = processor.image_processor(images=[it.image for it in items], return_tensors="pt")
+        pooled = visual(enc["pixel_values"], grid_thw=enc["image_grid_thw"]).pooler_output
+        z = head(pooled.view(len(items), per_image, -1).mean(1))
+        rows, targets = [], []
+        for i, it in enumerate(items):  # each item's logits over its own task's classes only
+            rows.append(z[i, task_cols[it.task]])
+            targets.append(classes[it.task].index(it.choices[string.ascii_uppercase.index(it.answer)]))
+        return rows, targets
+
+    curve, running = [], None
+    visual.train()
+    bar = tqdm(range(steps), desc="nano vision pretraining", disable=not progress)
+    for step in bar:
+        rng = random.Random(f"vision:{cfg.seed}:{step}")
+        batch = [dataclasses.replace(pool[j], image=augment(pool[j].image, rng))
+                 for j in rng.sample(range(len(pool)), min(cfg.pretrain_batch, len(pool)))]
+        rows, targets = logits_and_targets(batch)
+        loss = sum(torch.nn.functional.cross_entropy(r[None], torch.tensor([y])) for r, y in zip(rows, targets,
+                                                                                               strict=True)) / len(rows)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+        if step % 25 == 0 or step == steps - 1:
+            curve.append({"step": step, "loss": round(running, 4)})
+            bar.set_postfix(loss=f"{running:.3f}")
+    visual.eval()
+    held_out = {}
+    test_photos = load_photos(cfg.photo_source, "test")
+    with torch.no_grad():
+        for t in tasks:
+            items = [it for it in make_items(test_photos, 128, seed=10_009, tasks=[t], size=cfg.image_size)
+                     if it.choices[string.ascii_uppercase.index(it.answer)] in classes[t]]
+            rows, targets = logits_and_targets(items)
+            held_out[t] = sum(int(r.argmax()) == y for r, y in zip(rows, targets, strict=True)) / max(1, len(items))
+    return {"loss_curve": curve, "held_out_accuracy": held_out, "tasks": list(tasks), "pool": len(pool)}
+
+
 def pretrain(model, processor, cfg, *, progress: bool = True) -> dict:
     """Visual instruction pretraining of a nano model on the training photos.
 
     AdamW (lr ``cfg.pretrain_lr``, cosine decay, 5% warm-up), ``cfg.pretrain_steps``
     steps of ``cfg.pretrain_batch`` fresh items each, cross-entropy on the answer
-    letter. Returns a record: loss curve (every 25 steps) and held-out accuracy per
+    letter. With ``cfg.freeze_vision`` the vision encoder (all but its merger, the
+    projector into the language model) stays as :func:`pretrain_vision` left it, as in
+    LLaVA-style instruction tuning; it is unfrozen again on return. Returns a record: loss curve (every 25 steps) and held-out accuracy per
     task on 64 items of the *test* photos (chance: 1/2 or 1/4).
     """
     import math
@@ -453,7 +578,11 @@ def pretrain(model, processor, cfg, *, progress: bool = True) -> dict:
     torch.manual_seed(cfg.seed)
     tasks = cfg.pretrain_tasks or DEFAULT_TASKS
     train_photos = load_photos(cfg.photo_source, "train")
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.pretrain_lr, weight_decay=0.01)
+    visual = model.model.visual
+    frozen = [p for n, p in visual.named_parameters() if not n.startswith("merger.")] if cfg.freeze_vision else []
+    for p in frozen:
+        p.requires_grad_(False)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.pretrain_lr, weight_decay=0.01)
     warm = max(1, cfg.pretrain_steps // 20)
 
     def lr_at(s):
@@ -482,6 +611,8 @@ def pretrain(model, processor, cfg, *, progress: bool = True) -> dict:
         if step % 25 == 0 or step == cfg.pretrain_steps - 1:
             curve.append({"step": step, "loss": round(running, 4)})
             bar.set_postfix(loss=f"{running:.3f}")
+    for p in frozen:  # later training (SFT, GRPO) updates the whole model again
+        p.requires_grad_(True)
     test_photos = load_photos(cfg.photo_source, "test")
     held_out = {}
     for t in tasks:

@@ -49,7 +49,7 @@ def tiny_model(model_dir: str | None, cache: Path, state):
         from conftest import TINY
 
         with state.main_process_first():
-            model_dir = str(nano.build_nano(dataclasses.replace(TINY, pretrain_steps=0), cache_dir=cache,
+            model_dir = str(nano.build_nano(dataclasses.replace(TINY, pretrain_steps=0, vision_pretrain_steps=0), cache_dir=cache,
                                             progress=False))
     return nano.load_model(model_dir)
 

@@ -27,7 +27,7 @@ def test_build_nano_reuses_the_cached_folder(nano_dir, tiny_config):
 
 
 def test_nano_build_is_deterministic_for_a_seed(tiny_config):
-    cfg = dataclasses.replace(tiny_config, pretrain_steps=0)
+    cfg = dataclasses.replace(tiny_config, pretrain_steps=0, vision_pretrain_steps=0)
     a = nano.build_model(cfg, nano.build_processor(cfg).tokenizer)
     b = nano.build_model(cfg, nano.build_processor(cfg).tokenizer)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
@@ -133,3 +133,10 @@ def test_patch_and_merge_size_set_the_image_token_count():
     assert model(**batch).logits.shape[-1] == model.config.text_config.vocab_size
     with pytest.raises(ValueError, match="multiple of 42"):
         nano.build_processor(nano.NanoConfig(image_size=112, merge_size=3))
+
+
+def test_pretrain_overrides_set_both_stages():
+    assert nano.pretrain_overrides(None) == {}
+    assert nano.pretrain_overrides(3) == {"pretrain_steps": 3, "vision_pretrain_steps": 3}
+    with pytest.raises(ValueError, match="nano_pretrain_steps"):
+        nano.pretrain_overrides(-1)

@@ -88,3 +88,71 @@ def test_continuity_negatives_break_the_seam_and_positives_are_the_view(photos, 
             no.append(_seam_jump(it.image, axis))
     assert yes and no
     assert sum(no) / len(no) > sum(yes) / len(yes)
+
+
+def test_augment_never_moves_content_up_or_down():
+    """The vision stage's augmentation keeps every row's content in its row (flip left-right,
+    channel permutation, inversion), so "top"/"bottom" labels keep their meaning."""
+    import random
+
+    from PIL import Image
+
+    img = Image.new("RGB", (42, 42), (200, 30, 10))
+    img.paste((10, 40, 220), (0, 21, 42, 42))  # bottom half another colour
+    seen = set()
+    for s in range(30):
+        out = perception.augment(img, random.Random(s))
+        assert out.size == img.size and out.mode == "RGB"
+        top, bottom = out.crop((0, 0, 42, 21)), out.crop((0, 21, 42, 42))
+        assert len(top.getcolors()) == 1 and len(bottom.getcolors()) == 1  # halves stay uniform
+        assert top.getcolors()[0][1] != bottom.getcolors()[0][1]
+        seen.add(top.getcolors()[0][1])
+    assert len(seen) > 3  # the augmentation does vary colours
+    assert perception.augment(img, random.Random(5)).tobytes() == perception.augment(img, random.Random(5)).tobytes()
+
+
+def _tiny_model(tiny_config, **over):
+    import dataclasses
+
+    from jrl_core import nano
+
+    cfg = dataclasses.replace(tiny_config, **over)
+    processor = nano.build_processor(cfg)
+    return cfg, nano.build_model(cfg, processor.tokenizer), processor
+
+
+def test_vision_stage_trains_the_encoder_only(tiny_config):
+    """Stage 1 changes the vision encoder and nothing else, and reports held-out accuracy per task."""
+    import torch
+
+    cfg, model, processor = _tiny_model(tiny_config, vision_pretrain_steps=4, vision_pretrain_pool=48,
+                                        vision_pretrain_tasks=("continuity_v", "same_photo_h"))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    rec = perception.pretrain_vision(model, processor, cfg, progress=False)
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all(".visual." in f".{n}" for n in changed)
+    assert any("patch_embed" in n for n in changed) and any("merger" in n for n in changed)
+    assert set(rec["held_out_accuracy"]) == {"continuity_v", "same_photo_h"}
+    assert all(0.0 <= a <= 1.0 for a in rec["held_out_accuracy"].values())
+    assert len(rec["loss_curve"]) >= 2 and rec["pool"] == 48
+
+
+def test_vision_stage_refuses_a_task_with_one_class(tiny_config):
+    cfg, model, processor = _tiny_model(tiny_config, vision_pretrain_steps=1, vision_pretrain_pool=1,
+                                        vision_pretrain_tasks=("continuity_v",))
+    with pytest.raises(ValueError, match="vision_pretrain_pool"):
+        perception.pretrain_vision(model, processor, cfg, progress=False)
+
+
+def test_instruction_stage_keeps_a_frozen_encoder_and_unfreezes_it_after(tiny_config):
+    """With ``freeze_vision`` stage 2 moves the merger (projector) and the language model but not
+    the encoder's patch embedding or blocks; afterwards every parameter is trainable again."""
+    import torch
+
+    cfg, model, processor = _tiny_model(tiny_config, pretrain_steps=3, freeze_vision=True)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    perception.pretrain(model, processor, cfg, progress=False)
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert not any("visual.blocks" in n or "patch_embed" in n for n in changed)
+    assert any("visual.merger" in n for n in changed) and any("language_model" in n for n in changed)
+    assert all(p.requires_grad for p in model.parameters())
