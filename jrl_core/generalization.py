@@ -108,6 +108,7 @@ _FAMILIES: dict[str, tuple[tuple[str, ...], str]] = {
     "count_shapes": (("count_shapes",), "how many yellow circles are drawn (1-4)"),
     "shape_relation": (("shape_relation",), "where a red square is relative to a blue circle"),
     "adjacent": (("adjacent_v", "adjacent_h"), "do the two halves show adjacent parts of one photo"),
+    "continuity": (("continuity_v", "continuity_h"), "is the image one unbroken photo (no cut across the middle)"),
     "bigger_shape": (("bigger_shape",), "which of two drawn shapes is bigger (defined in generalization.py)"),
 }
 

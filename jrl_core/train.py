@@ -55,6 +55,7 @@ class GRPOSettings:
     max_grad_norm: float = 1.0
     weight_decay: float = 0.0
     bf16: bool = False  # the paper trains in bf16 on GPUs; CPUs run fp32
+    gradient_checkpointing: bool = True  # recompute activations in the backward pass (fits 3B/7B on one GPU)
     letter_centring: bool = False  # bias control (not in the papers): see centre_letter_advantages
     save_steps: int = 0  # 0 = only at the end
     seed: int = 0
@@ -76,6 +77,7 @@ NANO = GRPOSettings(
     warmup_ratio=0.05,
     max_completion_length=8,  # one letter + end of turn
     max_grad_norm=1.0,
+    gradient_checkpointing=False,  # a 2M-parameter model needs no memory saving; recomputing costs time
 )
 """The nano preset: same algorithm, sized for 2 CPU cores."""
 
@@ -149,6 +151,7 @@ def grpo_config(settings: GRPOSettings, output_dir: str | Path, **overrides):
         max_grad_norm=settings.max_grad_norm,
         weight_decay=settings.weight_decay,
         bf16=settings.bf16,
+        gradient_checkpointing=settings.gradient_checkpointing,
         logging_steps=1,
         save_strategy="steps" if settings.save_steps else "no",
         save_steps=settings.save_steps or 500,
