@@ -338,14 +338,16 @@ def pretrain_overrides(steps: int | None) -> dict:
     """A notebook's ``nano_pretrain_steps`` parameter as :class:`NanoConfig` overrides.
 
     ``None`` keeps the defaults (``{}``); an int sets both pretraining stages (vision encoder and
-    visual instruction) to that many steps, e.g. 3 for smoke tests. Raises ``ValueError`` for a
-    negative count.
+    visual instruction) to that many steps, e.g. 3 for smoke tests, and caps the vision stage's item
+    pool at the items those steps draw (at least 64). Raises ``ValueError`` for a negative count.
     """
     if steps is None:
         return {}
     if steps < 0:
         raise ValueError(f"nano_pretrain_steps={steps}: must be >= 0 (or None for the defaults).")
-    return {"pretrain_steps": int(steps), "vision_pretrain_steps": int(steps)}
+    base = NanoConfig()
+    pool = min(base.vision_pretrain_pool, max(64, int(steps) * base.pretrain_batch))
+    return {"pretrain_steps": int(steps), "vision_pretrain_steps": int(steps), "vision_pretrain_pool": pool}
 
 
 def resolve_model(model: str, **nano_overrides) -> str:

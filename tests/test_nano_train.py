@@ -137,6 +137,7 @@ def test_patch_and_merge_size_set_the_image_token_count():
 
 def test_pretrain_overrides_set_both_stages():
     assert nano.pretrain_overrides(None) == {}
-    assert nano.pretrain_overrides(3) == {"pretrain_steps": 3, "vision_pretrain_steps": 3}
+    assert nano.pretrain_overrides(3) == {"pretrain_steps": 3, "vision_pretrain_steps": 3, "vision_pretrain_pool": 96}
+    assert nano.pretrain_overrides(5000)["vision_pretrain_pool"] == nano.NanoConfig().vision_pretrain_pool
     with pytest.raises(ValueError, match="nano_pretrain_steps"):
         nano.pretrain_overrides(-1)
