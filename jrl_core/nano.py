@@ -1,12 +1,12 @@
 """The nano model: a tiny Qwen2.5-VL built offline, the workbook's embedded default.
 
 No machine here reaches a model hub, so the workbook builds its own
-``Qwen2_5_VLForConditionalGeneration`` (about one million parameters), a byte-level
+``Qwen2_5_VLForConditionalGeneration`` (about two million parameters), a byte-level
 BPE tokenizer trained on the workbook's own prompt vocabulary, and a real
 ``Qwen2_5_VLProcessor``. The untrained model is then turned into a nano *instruct*
-model by a short supervised "visual instruction pretraining" on procedurally
-labelled perception questions about the *training* photos
-(:mod:`jrl_core.perception`), never on jigsaw questions, so that its jigsaw accuracy
+model in two short supervised stages on procedurally labelled perception questions
+about the *training* photos (:mod:`jrl_core.perception`): vision encoder pretraining,
+then visual instruction pretraining (encoder frozen); never on jigsaw questions, so that its jigsaw accuracy
 starts near chance as the paper's base models do (Jigsaw-R1 Table 1).
 
 The result is an ordinary transformers checkpoint folder (``config.json``,
@@ -21,6 +21,11 @@ Measured pitfalls this module encodes (spine issue):
 - rotary frequencies: with Qwen's ``rope_theta=1e6`` and a 32-dim head, the width
   section gets frequencies ~1e-5 rad/position, so left and right are invisible; the
   nano model uses ``rope_theta=10``.
+- the encoder must learn seams, not photos: with 14 training photos it memorises them
+  unless it is pretrained on its own first, on augmented continuity questions, at a
+  geometry that puts the middle seam inside a patch (126 px, 3x3 merge); see
+  :func:`jrl_core.perception.pretrain_vision`. Without that stage no recipe (GRPO,
+  letter-centred GRPO, even SFT on labelled puzzles) moved held-out 2x1 accuracy.
 """
 
 from __future__ import annotations
@@ -69,7 +74,7 @@ DEFAULT_CACHE = Path(os.environ.get("JRL_CACHE", Path(__file__).resolve().parent
 class NanoConfig:
     """Everything that determines a nano checkpoint; its hash names the cache folder.
 
-    Field defaults are sized for a 2-core CPU: about 1M parameters, 126x126 images
+    Field defaults are sized for a 2-core CPU: about 2M parameters, 126x126 images
     (9x9 vision patches of 14 px, merged 3x3 into 9 image tokens). At 126 px the middle
     seam of a 2x1 or 1x2 puzzle falls *inside* a patch row/column (pixel 63 = 4.5 patches),
     where one patch embedding sees both sides of it; at 112 px it falls between patches and
