@@ -43,6 +43,11 @@ class PerceptionItem:
     answer: str
     task: str
 
+    @property
+    def gold(self) -> str:
+        """The text of the correct choice (``choices`` at the ``answer`` letter)."""
+        return self.choices[string.ascii_uppercase.index(self.answer)]
+
     def prompt_text(self, mode: str = "non_thinking") -> str:
         """Question + lettered options + the thinking mode's letter instruction (Jigsaw-R1's
         non-thinking one by default; ``"thinking"`` asks for ``<think>…</think><answer>…</answer>``)."""
@@ -84,8 +89,7 @@ def think_chain(item: PerceptionItem, rng: random.Random) -> str:
     for _, (p, phrases) in CHAIN_PATTERNS.items():
         if rng.random() < p:
             parts.append(rng.choice(phrases))
-    gold = item.choices[string.ascii_uppercase.index(item.answer)]
-    parts.append(f"Option ({item.answer}) says: {gold}.")
+    parts.append(f"Option ({item.answer}) says: {item.gold}.")
     parts.append(f"So the answer is ({item.answer}).")
     return " ".join(parts)
 
@@ -500,8 +504,39 @@ def _task_classes(items: Sequence[PerceptionItem]) -> dict[str, list[str]]:
     stage's classes for that task)."""
     classes: dict[str, set[str]] = {}
     for it in items:
-        classes.setdefault(it.task, set()).add(it.choices[string.ascii_uppercase.index(it.answer)])
+        classes.setdefault(it.task, set()).add(it.gold)
     return {t: sorted(c) for t, c in classes.items()}
+
+
+def _fit(params: list, loss_at: Callable[[int], object], *, steps: int, lr: float, desc: str,
+         progress: bool) -> list[dict]:
+    """The optimisation loop both nano pretraining stages share: AdamW (weight decay 0.01) on
+    ``params``, ``lr`` with a 5% linear warm-up then cosine decay to 0, gradient norm clipped at 1.
+    ``loss_at(step)`` returns the step's scalar loss tensor. Returns the loss curve (an
+    exponential moving average, every 25 steps and at the last step)."""
+    import math
+
+    import torch
+    from tqdm.auto import tqdm
+
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    warm = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm))))
+    curve, running = [], None
+    bar = tqdm(range(steps), desc=desc, disable=not progress)
+    for step in bar:
+        loss = loss_at(step)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+        if step % 25 == 0 or step == steps - 1:
+            curve.append({"step": step, "loss": round(running, 4)})
+            bar.set_postfix(loss=f"{running:.3f}")
+    return curve
 
 
 def pretrain_vision(model, processor, cfg, *, progress: bool = True) -> dict:
@@ -521,10 +556,7 @@ def pretrain_vision(model, processor, cfg, *, progress: bool = True) -> dict:
     head, 128 items on the *test* photos, no augmentation).
     Raises ``ValueError`` when a task has only one class in the pool (nothing to learn).
     """
-    import math
-
     import torch
-    from tqdm.auto import tqdm
 
     torch.manual_seed(cfg.seed)
     tasks = tuple(cfg.vision_pretrain_tasks or VISION_TASKS)
@@ -540,12 +572,6 @@ def pretrain_vision(model, processor, cfg, *, progress: bool = True) -> dict:
                              f"{len(pool)} items; raise vision_pretrain_pool or drop the task.")
     index = {tc: i for i, tc in enumerate(flat)}
     head = torch.nn.Linear(model.config.text_config.hidden_size, len(flat))
-    params = list(visual.parameters()) + list(head.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.vision_pretrain_lr, weight_decay=0.01)
-    steps = cfg.vision_pretrain_steps
-    warm = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm))))
     per_image = (cfg.image_size // (cfg.patch_size * cfg.merge_size)) ** 2
     task_cols = {t: torch.tensor([index[(t, c)] for c in classes[t]]) for t in unique}
 
@@ -556,35 +582,27 @@ def pretrain_vision(model, processor, cfg, *, progress: bool = True) -> dict:
         rows, targets = [], []
         for i, it in enumerate(items):  # each item's logits over its own task's classes only
             rows.append(z[i, task_cols[it.task]])
-            targets.append(classes[it.task].index(it.choices[string.ascii_uppercase.index(it.answer)]))
+            targets.append(classes[it.task].index(it.gold))
         return rows, targets
 
-    curve, running = [], None
-    visual.train()
-    bar = tqdm(range(steps), desc="nano vision pretraining", disable=not progress)
-    for step in bar:
+    def loss_at(step):
         rng = random.Random(f"vision:{cfg.seed}:{step}")
         batch = [dataclasses.replace(pool[j], image=augment(pool[j].image, rng))
                  for j in rng.sample(range(len(pool)), min(cfg.pretrain_batch, len(pool)))]
         rows, targets = logits_and_targets(batch)
-        loss = sum(torch.nn.functional.cross_entropy(r[None], torch.tensor([y])) for r, y in zip(rows, targets,
-                                                                                               strict=True)) / len(rows)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
-        if step % 25 == 0 or step == steps - 1:
-            curve.append({"step": step, "loss": round(running, 4)})
-            bar.set_postfix(loss=f"{running:.3f}")
+        return sum(torch.nn.functional.cross_entropy(r[None], torch.tensor([y]))
+                   for r, y in zip(rows, targets, strict=True)) / len(rows)
+
+    visual.train()
+    curve = _fit(list(visual.parameters()) + list(head.parameters()), loss_at, steps=cfg.vision_pretrain_steps,
+                 lr=cfg.vision_pretrain_lr, desc="nano vision pretraining", progress=progress)
     visual.eval()
     held_out = {}
     test_photos = load_photos(cfg.photo_source, "test")
     with torch.no_grad():
         for t in unique:
             items = [it for it in make_items(test_photos, 128, seed=10_009, tasks=[t], size=cfg.image_size)
-                     if it.choices[string.ascii_uppercase.index(it.answer)] in classes[t]]
+                     if it.gold in classes[t]]
             rows, targets = logits_and_targets(items)
             held_out[t] = sum(int(r.argmax()) == y for r, y in zip(rows, targets, strict=True)) / max(1, len(items))
     return {"loss_curve": curve, "held_out_accuracy": held_out, "tasks": list(unique), "pool": len(pool)}
@@ -597,52 +615,34 @@ def pretrain(model, processor, cfg, *, progress: bool = True) -> dict:
     steps of ``cfg.pretrain_batch`` fresh items each, cross-entropy on the answer
     letter. With ``cfg.freeze_vision`` the vision encoder (all but its merger, the
     projector into the language model) stays as :func:`pretrain_vision` left it, as in
-    LLaVA-style instruction tuning; it is unfrozen again on return. Returns a record: loss curve (every 25 steps) and held-out accuracy per
-    task on 64 items of the *test* photos (chance: 1/2 or 1/4).
+    LLaVA-style instruction tuning; it is unfrozen again on return, also after an error.
+    Returns a record: loss curve (every 25 steps) and held-out accuracy per task on 64 items
+    of the *test* photos (chance: 1/2 or 1/4).
     """
-    import math
-
     import torch
-    from tqdm.auto import tqdm
 
     torch.manual_seed(cfg.seed)
     tasks = cfg.pretrain_tasks or DEFAULT_TASKS
     train_photos = load_photos(cfg.photo_source, "train")
     visual = model.model.visual
     frozen = [p for n, p in visual.named_parameters() if not n.startswith("merger.")] if cfg.freeze_vision else []
-    for p in frozen:
-        p.requires_grad_(False)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.pretrain_lr, weight_decay=0.01)
-    warm = max(1, cfg.pretrain_steps // 20)
 
-    def lr_at(s):
-        if s < warm:
-            return (s + 1) / warm
-        return 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, cfg.pretrain_steps - warm)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    curve = []
-    model.train()
-    bar = tqdm(range(cfg.pretrain_steps), desc="nano pretraining", disable=not progress)
-    running = None
-    for step in bar:
+    def loss_at(step):
         items = make_items(train_photos, cfg.pretrain_batch, seed=cfg.seed * 1_000_003 + step, tasks=tasks,
                            size=cfg.image_size)
         pick = random.Random(f"think:{cfg.seed}:{step}")
         modes = ["thinking" if pick.random() < cfg.pretrain_think_share else "non_thinking" for _ in items]
-        batch = encode_sft(processor, items, modes, seeds=[step * 1000 + i for i in range(len(items))])
-        loss = model(**batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
-        if step % 25 == 0 or step == cfg.pretrain_steps - 1:
-            curve.append({"step": step, "loss": round(running, 4)})
-            bar.set_postfix(loss=f"{running:.3f}")
-    for p in frozen:  # later training (SFT, GRPO) updates the whole model again
-        p.requires_grad_(True)
+        return model(**encode_sft(processor, items, modes, seeds=[step * 1000 + i for i in range(len(items))])).loss
+
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        model.train()
+        curve = _fit([p for p in model.parameters() if p.requires_grad], loss_at, steps=cfg.pretrain_steps,
+                     lr=cfg.pretrain_lr, desc="nano pretraining", progress=progress)
+    finally:
+        for p in frozen:  # later training (SFT, GRPO) updates the whole model again
+            p.requires_grad_(True)
     test_photos = load_photos(cfg.photo_source, "test")
     held_out = {}
     for t in tasks:
