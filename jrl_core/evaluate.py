@@ -48,13 +48,26 @@ def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def test_rows(spec: PuzzleSpec, *, n_items: int = 300, seed: int = 0, source: str = "skimage",
-              image_size: int = 112) -> list[dict]:
+HELDOUT_SEED = 0
+"""Seed of the fixed held-out sets: the same puzzles for every run seed, arm and machine (the reference tests
+with ``jigsaw_seed=0``), so that runs with different seeds are compared on one set."""
+
+
+def test_rows(spec: PuzzleSpec, *, n_items: int = 300, image_size: int, seed: int = HELDOUT_SEED,
+              source: str = "skimage") -> list[dict]:
     """The fixed held-out puzzle set: ``n_items`` puzzles on views of the *test* photos.
 
-    Views are ``sample_views(test photos, n_items, seed=seed)`` and puzzle i uses
-    ``item_seed(f"test:{seed}", i)``, so the set is identical on every run and machine
-    (the reference uses ``jigsaw_seed=0`` for its test set).
+    View i is ``sample_views(test photos, n_items, seed=10_000 + seed, size=image_size)[i]`` and puzzle i
+    uses ``item_seed(f"test:{seed}:{i}", 0)``, so the set is identical on every run and machine.
+
+    Args:
+        spec: puzzle size, question type and mode.
+        n_items: puzzles (≥ 0).
+        image_size: view side in pixels, the model's input side (``jrl_core.nano.view_size(processor)``).
+        seed: held-out set seed (default :data:`HELDOUT_SEED`; not the training seed).
+        source: photo source (``jrl_core.images.load_photos``).
+    Raises:
+        ValueError: from ``load_photos`` (no test photos) or ``PuzzleSpec``.
     """
     photos = load_photos(source, "test")
     views = sample_views(photos, n_items, seed=10_000 + seed, size=image_size)
@@ -254,9 +267,9 @@ def evaluate_grid(
     thinks: Sequence[bool | str] = (False, True),
     *,
     n_items: int = 100,
-    seed: int = 0,
+    seed: int = HELDOUT_SEED,
     source: str = "skimage",
-    image_size: int = 112,
+    image_size: int | None = None,
     shuffle_mn: bool = True,
     batch_size: int = 64,
     max_new_tokens: int | None = None,
@@ -281,7 +294,8 @@ def evaluate_grid(
             ``jrl_core.modes.MODES`` names.
         n_items: puzzles per cell (≥ 1).
         seed: test-set seed (``test_rows(seed=...)``).
-        source, image_size: photo source and view size of the test set.
+        source, image_size: photo source and view side of the test set (None: the processor's,
+            :func:`jrl_core.nano.view_size`).
         shuffle_mn: swap m and n with probability 1/2 per puzzle, as the reference test script
             does by default (``test.py --shuffle_mn``); the random baselines are unchanged.
         batch_size: prompts per generate call.
@@ -324,6 +338,10 @@ def evaluate_grid(
                 else:
                     spec = PuzzleSpec(m=m, n=n, question_type=qt, shuffle_mn=shuffle_mn, think=bool(think))
                 specs.append(spec)
+    if image_size is None:
+        from jrl_core.nano import view_size
+
+        image_size = view_size(processor)
     records, tables = [], {}
     for spec in tqdm(specs, desc="evaluation grid", disable=not progress):
         size, mode = f"{spec.m}x{spec.n}", spec.thinking_mode.name

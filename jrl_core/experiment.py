@@ -1,12 +1,6 @@
 """One experiment config, read by notebooks and the CLI alike, and the run that executes it.
 
-An :class:`Experiment` names everything a training comparison varies (Jigsaw-R1 §4-5, No-Thinking-RL,
-OThink-MR1): the model, the photos, the puzzle sizes or curriculum, the question type, the thinking mode,
-the rewards and their weights, the algorithm (GRPO, SFT, or SFT then GRPO: the cold start of Finding 5),
-the GRPO and SFT settings, the KL schedule (constant β or GRPO-D), LoRA, and the seed. Recipes are YAML
-files under ``recipes/`` holding any subset of the fields (``recipes/nano/*.yaml`` for 2 CPU cores,
-``recipes/paper/*.yaml`` for protocol §6 on GPUs); ``load_recipe("paper/qwen2.5-vl-3b_2x1_pair_nothink",
-overrides=["grpo.steps=10"])`` reads one.
+The recipe itself (:class:`Experiment`, :func:`load_recipe`) lives in :mod:`jrl_core.config`.
 
 :func:`run_experiment` executes a recipe: build the model, evaluate it on the fixed held-out set, train
 (SFT and/or GRPO through TRL), evaluate again, and write ``metrics.json`` plus the training logs (per-step
@@ -16,285 +10,166 @@ table, per-rollout completion log) into the run folder.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+import hashlib
+import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import yaml
-
-from jrl_core import schedules, train
-from jrl_core.atomic import atomic_write_json
-from jrl_core.modes import get_mode
-
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
-"""Where recipe names (``"nano/rq1_2x1_pair"``) resolve to ``recipes/<name>.yaml``."""
-
-ALGORITHMS = ("grpo", "sft", "sft_grpo")
-
-
-@dataclass(frozen=True)
-class Experiment:
-    """A training recipe (every field has a default that runs at nano scale on a laptop CPU).
-
-    Attributes:
-        name: label used in reports and run folders.
-        model: ``"nano"`` (the offline nano Qwen2.5-VL), a hub id (``Qwen/Qwen2.5-VL-3B-Instruct``) or a
-            local folder (generic path: ``AutoProcessor`` + ``AutoModelForImageTextToText``).
-        scale: ``"nano"`` or ``"paper"``: which GRPO preset (``train.NANO`` / ``train.PAPER``) the
-            ``grpo`` overrides apply to.
-        photo_source: ``"skimage"`` (bundled photos), a folder of images, or a COCO data dir.
-        size: training puzzle size ``"mxn"`` (Jigsaw-R1 trains 2x1 by default); ignored when
-            ``curriculum`` is given.
-        curriculum: e.g. ``"3x1:1000,4x1"`` (size, step where the next starts; ``schedules.Curriculum``);
-            ``""`` = fixed ``size``.
-        question_type: ``pair``/``full``/``single``/``multiple``/``box`` (protocol §2).
-        mode: thinking-mode name (``jrl_core.modes.MODES``): ``thinking``, ``non_thinking``,
-            ``no_thinking_rl`` (the equality reward), ``cls_rl_thinking``, ``think_after_answer``, …
-        shuffle_mn: swap m and n with probability 0.5 per puzzle (paper §5 RQ1).
-        rewards: reward names (``jrl_core.rewards.REWARDS``); empty = the mode's defaults.
-        reward_weights: matching weights; empty = the mode's defaults (Jigsaw-R1: 1.0 + 0.5).
-        algorithm: ``grpo`` (RL), ``sft`` (supervised) or ``sft_grpo`` (SFT cold start, then GRPO).
-        grpo: overrides of :class:`jrl_core.train.GRPOSettings` fields (e.g. ``{steps: 50}``).
-        sft: overrides of :class:`jrl_core.train.SFTSettings` fields.
-        sft_data: ``gold`` (ground-truth answers; the paper's non-thinking SFT), ``rejection``
-            (rejection-sampled chains that reach the right answer; the paper's thinking SFT) or
-            ``auto`` (rejection for thinking modes, gold otherwise).
-        kl_schedule: ``{}`` = constant β (``grpo.beta``); ``{kind: grpo_d, preset: counting}`` or
-            ``{kind: grpo_d, beta_min: …, beta_max: …, explore_fraction: 0.3}`` = OThink-MR1 Eq. 3.
-        lora: ``None`` = full fine-tuning; a dict of :class:`jrl_core.train.LoraSettings` fields = LoRA.
-        freeze_vision: keep the vision tower frozen (full fine-tuning or LoRA).
-        n_test: held-out puzzles per evaluation (the paper: 1,000).
-        dtype: weights dtype at load (``auto``/``bf16``/``fp32``). ``auto`` keeps the checkpoint's (bf16 for
-            Qwen); without DeepSpeed (which keeps fp32 master weights) use ``fp32`` with ``grpo.bf16: true``,
-            since AdamW steps at lr 1e-6 are mostly lost to bf16 rounding.
-        eval_max_new_tokens: generation budget at evaluation; 0 = the GRPO completion length.
-        nano: overrides of :class:`jrl_core.nano.NanoConfig` when ``model == "nano"``.
-        trainer: extra ``GRPOConfig`` keywords (e.g. ``use_vllm: true, vllm_mode: colocate``).
-        seed: seeds data, sampling and initialisation.
-    """
-
-    name: str = "nano_2x1_pair"
-    model: str = "nano"
-    scale: str = "nano"
-    photo_source: str = "skimage"
-    size: str = "2x1"
-    curriculum: str = ""
-    question_type: str = "pair"
-    mode: str = "non_thinking"
-    shuffle_mn: bool = False
-    rewards: tuple[str, ...] = ()
-    reward_weights: tuple[float, ...] = ()
-    algorithm: str = "grpo"
-    grpo: dict = field(default_factory=dict)
-    sft: dict = field(default_factory=dict)
-    sft_data: str = "auto"
-    kl_schedule: dict = field(default_factory=dict)
-    lora: dict | None = None
-    freeze_vision: bool = False
-    n_test: int = 300
-    eval_max_new_tokens: int = 0
-    dtype: str = "auto"
-    nano: dict = field(default_factory=dict)
-    trainer: dict = field(default_factory=dict)
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.algorithm not in ALGORITHMS:
-            raise ValueError(f"algorithm={self.algorithm!r}: use one of {ALGORITHMS}.")
-        if self.sft_data not in ("auto", "gold", "rejection"):
-            raise ValueError(f"sft_data={self.sft_data!r}: use 'auto', 'gold' or 'rejection'.")
-        get_mode(self.mode)  # raises with the known names
-        object.__setattr__(self, "rewards", tuple(self.rewards))
-        object.__setattr__(self, "reward_weights", tuple(float(w) for w in self.reward_weights))
-        if len(self.rewards) != len(self.reward_weights) and self.reward_weights:
-            raise ValueError(f"rewards={self.rewards} and reward_weights={self.reward_weights} differ in length.")
-        self.curriculum_()  # validates size / curriculum text
-
-    # --- derived settings ----------------------------------------------------------------------
-    @property
-    def think(self) -> bool:
-        """Whether the mode answers inside tags (thinking-style completions)."""
-        return get_mode(self.mode).think
-
-    def curriculum_(self) -> schedules.Curriculum:
-        """The puzzle-size schedule (a one-stage curriculum for a fixed ``size``)."""
-        return schedules.Curriculum.parse(self.curriculum or self.size)
-
-    def reward_setup(self) -> tuple[tuple[str, ...], tuple[float, ...]]:
-        """``(reward names, weights)``: the recipe's, else the thinking mode's defaults (protocol §5)."""
-        m = get_mode(self.mode)
-        names = self.rewards or m.rewards
-        weights = self.reward_weights or (m.weights if not self.rewards else (1.0,) * len(names))
-        return tuple(names), tuple(weights)
-
-    def grpo_settings(self) -> train.GRPOSettings:
-        """:class:`train.GRPOSettings` = the scale's preset + ``grpo`` overrides + reward weights + seed."""
-        _, weights = self.reward_setup()
-        over = {**self.grpo, "seed": self.seed, "reward_weights": tuple(weights)}
-        if self.kl_schedule and self.kl_schedule.get("kind", "grpo_d") == "grpo_d":
-            lo, _ = self._beta_range()
-            over.setdefault("beta", lo)  # the trainer starts from a KL term; the callback sets β each step
-        return train.preset(self.scale, think=self.think, **over)
-
-    def sft_settings(self) -> train.SFTSettings:
-        """:class:`train.SFTSettings` with ``sft`` overrides; raises ``ValueError`` on an unknown field."""
-        known = {f.name for f in dataclasses.fields(train.SFTSettings)}
-        unknown = set(self.sft) - known
-        if unknown:
-            raise ValueError(f"unknown SFT setting(s) {sorted(unknown)}; known: {sorted(known)}")
-        return dataclasses.replace(train.SFTSettings(seed=self.seed), **self.sft)
-
-    def lora_settings(self) -> train.LoraSettings | None:
-        """:class:`train.LoraSettings` or None (full fine-tuning)."""
-        if self.lora is None:
-            return None
-        return train.LoraSettings(**{"freeze_vision": self.freeze_vision, **self.lora})
-
-    def _beta_range(self) -> tuple[float, float]:
-        ks = self.kl_schedule
-        if "preset" in ks:
-            if ks["preset"] not in schedules.GRPO_D_PRESETS:
-                raise ValueError(f"kl_schedule.preset={ks['preset']!r}: use one of {sorted(schedules.GRPO_D_PRESETS)}.")
-            return schedules.GRPO_D_PRESETS[ks["preset"]]
-        try:
-            return float(ks["beta_min"]), float(ks["beta_max"])
-        except KeyError:
-            raise ValueError("kl_schedule needs 'preset' or both 'beta_min' and 'beta_max'.") from None
-
-    def kl_callback(self, total_steps: int) -> schedules.KLScheduleCallback | None:
-        """The GRPO-D callback (OThink-MR1 Eq. 3) for a ``kl_schedule``, or None for constant β."""
-        if not self.kl_schedule:
-            return None
-        kind = self.kl_schedule.get("kind", "grpo_d")
-        if kind != "grpo_d":
-            raise ValueError(f"kl_schedule.kind={kind!r}: only 'grpo_d' is implemented (or {{}} for constant β).")
-        lo, hi = self._beta_range()
-        return schedules.KLScheduleCallback.grpo_d(
-            total_steps, beta_min=lo, beta_max=hi, explore_fraction=float(self.kl_schedule.get("explore_fraction", 0.3)))
-
-    def puzzle_spec(self, m: int | None = None, n: int | None = None):
-        """The :class:`jrl_core.puzzles.PuzzleSpec` (first curriculum size unless m, n given)."""
-        from jrl_core.puzzles import PuzzleSpec
-
-        m0, n0 = self.curriculum_().sizes[0]
-        return PuzzleSpec(m=m or m0, n=n or n0, question_type=self.question_type, shuffle_mn=self.shuffle_mn,
-                          mode=self.mode)
-
-    def to_dict(self) -> dict:
-        """Plain dict (YAML/JSON-ready)."""
-        d = dataclasses.asdict(self)
-        d["rewards"], d["reward_weights"] = list(self.rewards), list(self.reward_weights)
-        return d
-
-
-def _coerce(text: str) -> Any:
-    return yaml.safe_load(text)
-
-
-def apply_overrides(exp: Experiment, overrides: list[str] | dict | None) -> Experiment:
-    """``["grpo.steps=10", "mode=thinking"]`` or ``{"grpo.steps": 10}`` -> a new Experiment.
-
-    Dotted keys set a key inside a dict field (``grpo``, ``sft``, ``kl_schedule``, ``lora``, ``nano``,
-    ``trainer``); values are parsed as YAML. Raises ``ValueError`` naming an unknown field.
-    """
-    if not overrides:
-        return exp
-    items = overrides.items() if isinstance(overrides, dict) else (o.split("=", 1) for o in overrides)
-    d = exp.to_dict()
-    for key, value in items:
-        value = _coerce(value) if isinstance(value, str) else value
-        top, _, sub = str(key).partition(".")
-        if top not in d:
-            raise ValueError(f"override {key!r}: unknown field {top!r}; fields: {sorted(d)}")
-        if sub:
-            d[top] = dict(d[top] or {})
-            d[top][sub] = value
-        else:
-            d[top] = value
-    return Experiment(**d)
-
-
-def load_recipe(path_or_name: str | Path | None = None, overrides: list[str] | dict | None = None) -> Experiment:
-    """Read a YAML recipe (a path, or a name under ``recipes/`` without ``.yaml``), apply ``overrides``.
-
-    ``None`` gives the defaults. Raises ``FileNotFoundError`` listing the recipes that exist, and
-    ``ValueError`` for unknown keys (naming them and the known ones).
-    """
-    data: dict = {}
-    if path_or_name is not None:
-        p = Path(path_or_name)
-        if not p.exists():
-            p = RECIPES_DIR / f"{path_or_name}.yaml"
-        if not p.exists():
-            known = sorted(str(q.relative_to(RECIPES_DIR).with_suffix("")) for q in RECIPES_DIR.rglob("*.yaml")
-                           if "accelerate" not in q.parts)
-            raise FileNotFoundError(f"recipe {path_or_name!r} not found; known recipes: {known}")
-        data = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"recipe {p}: top level must be a mapping of Experiment fields.")
-    known = {f.name for f in dataclasses.fields(Experiment)}
-    unknown = set(data) - known
-    if unknown:
-        raise ValueError(f"recipe {path_or_name}: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
-    return apply_overrides(Experiment(**data), overrides)
-
+from jrl_core import runs, schedules, train
+from jrl_core.atomic import atomic_write_text
+from jrl_core.config import RECIPES_DIR, Experiment, apply_overrides, load_recipe  # noqa: F401 (re-exported)
 
 # --- running a recipe ------------------------------------------------------------------------------
 
-def train_rows(exp: Experiment, n_rows: int, steps: int, *, split_seed: str = "train") -> list[dict]:
-    """Training rows on the train photos, ``steps × prompts`` in step order, following the curriculum
-    (a row's size is a function of its global step: resuming reproduces the same data)."""
-    from jrl_core.images import load_photos, sample_views
-    from jrl_core.puzzles import build_rows
+@dataclass(frozen=True)
+class GridSpec:
+    """The evaluation grid of RQ1 (Jigsaw-R1 Tables 1 and 7): every size × question type, base and trained.
 
-    cur = exp.curriculum_()
-    photos = load_photos(exp.photo_source, "train")
-    views = sample_views(photos, n_rows, seed=1000 + exp.seed)
-    per_step = max(1, n_rows // max(1, steps))
-    rows = []
-    for i, v in enumerate(views):
-        m, n = cur.size_at(i // per_step)
-        rows.extend(build_rows([v], exp.puzzle_spec(m, n), n_items=1, seed=f"{split_seed}:{exp.seed}:{i}"))
-    return rows
+    Attributes:
+        sizes: (m, n) sizes; default the paper's 2x1, 3x1, 4x1, 2x2 (``evaluate.PAPER_SIZES``).
+        question_types: ``pair`` (Table 1) and ``full`` (Table 7) by default.
+        n_items: puzzles per cell (≥ 100 keeps each cell's 95% interval within ±10 points; the paper: 1,000).
+    Raises:
+        ValueError: empty sizes or question types, or ``n_items < 1``.
+    """
+
+    sizes: tuple[tuple[int, int], ...] = ((2, 1), (3, 1), (4, 1), (2, 2))
+    question_types: tuple[str, ...] = ("pair", "full")
+    n_items: int = 100
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sizes", tuple(tuple(int(v) for v in s) for s in self.sizes))
+        object.__setattr__(self, "question_types", tuple(self.question_types))
+        if not self.sizes or not self.question_types:
+            raise ValueError("GridSpec needs at least one size and one question type; pass grid=None to skip it.")
+        if int(self.n_items) < 1:
+            raise ValueError(f"GridSpec.n_items must be >= 1, got {self.n_items}.")
+
+
+def train_rows(exp: Experiment, *, steps: int, prompts_per_step: int, view_size: int, split: str = "train",
+               record=None) -> list[dict]:
+    """The training rows of a recipe: the one place they are built (GRPO and SFT, CLI and notebooks).
+
+    ``steps × prompts_per_step`` rows on the recipe's *train* photos in step order, each a pure function of
+    ``(exp.seed, index, step)`` (:func:`jrl_core.schedules.curriculum_row`), following the curriculum (a fixed
+    ``size`` is a one-stage curriculum). The trainer consumes them in this order
+    (``shuffle_dataset=False``), so step s sees rows ``s·P … s·P + P − 1`` and a resumed run the same data.
+
+    Args:
+        exp: the recipe (photo source, puzzle spec, curriculum, seed).
+        steps, prompts_per_step: optimizer steps and unique prompts per step (≥ 1).
+        view_size: view side in pixels, the model's input side (``jrl_core.nano.view_size(processor)``).
+        split: ``"train"`` (GRPO) or ``"sft"`` (an independent draw for the SFT stage).
+        record: a ``jrl_core.images.SkipRecord`` counting skipped photo files.
+    Returns:
+        ``steps × prompts_per_step`` row dicts (``jrl_core.puzzles.make_row`` plus ``step``, ``index``).
+    Raises:
+        ValueError: no usable photo, or ``steps``/``prompts_per_step`` < 1.
+    """
+    from jrl_core.images import load_photos
+
+    if steps < 1:
+        raise ValueError(f"train_rows: steps must be >= 1, got {steps}; set grpo.steps (or sft.steps) >= 1.")
+    photos = load_photos(exp.photo_source, "train", record=record)
+    return schedules.curriculum_rows(photos, exp.puzzle_spec(), exp.curriculum_(), seed=exp.seed,
+                                     prompts_per_step=prompts_per_step, steps=steps, view_size=view_size, split=split)
+
+
+def heldout_rows(exp: Experiment, *, view_size: int) -> list[dict]:
+    """The recipe's fixed held-out set: ``exp.n_test`` puzzles of its first curriculum size on views of the
+    *test* photos (``evaluate.test_rows`` with ``evaluate.HELDOUT_SEED``: the same set for every run seed)."""
+    from jrl_core import evaluate
+
+    return evaluate.test_rows(exp.puzzle_spec(), n_items=exp.n_test, image_size=view_size, source=exp.photo_source)
+
+
+def rows_digest(rows: list[dict]) -> str:
+    """sha256 over the rows' prompts, solutions, sizes and image bytes, in order: equal digests mean
+    byte-identical data (how a notebook run and a ``jrl train`` run are checked to train on the same puzzles)."""
+    h = hashlib.sha256()
+    for r in rows:
+        h.update(json.dumps([r.get("prompt"), r.get("solution"), r.get("m"), r.get("n"), r.get("mode"),
+                             r.get("image_id")], sort_keys=True, default=str).encode())
+        images = r.get("image")
+        for im in images if isinstance(images, (list, tuple)) else [images]:
+            if im is not None:
+                h.update(im.tobytes())
+    return h.hexdigest()
+
+
+def _has_checkpoint(folder: Path) -> bool:
+    return any((p / "trainer_state.json").exists() for p in folder.glob("checkpoint-*"))
 
 
 def run_experiment(exp: Experiment, run_dir: str | Path, *, model=None, processor=None, test=None,
-                   evaluate_before: bool = True) -> dict:
-    """Execute ``exp``: evaluate, train (SFT and/or GRPO), evaluate; returns a result dict.
+                   evaluate_before: bool = True, grid: GridSpec | None = None, resume: bool = True) -> dict:
+    """Execute ``exp`` top-down: load, evaluate, train (SFT and/or GRPO through TRL), evaluate, record.
 
     Args:
-        exp: the recipe.
-        run_dir: output folder: ``sft/`` and ``grpo/`` (logs, ``completions.jsonl``, ``final/``),
-            ``eval_before.csv``/``eval_after.csv``, ``metrics.json``.
-        model, processor: an already-loaded model to start from (else ``exp.model`` is loaded).
-        test: held-out rows (else ``evaluate.test_rows`` for the first curriculum size, ``exp.n_test``).
+        exp: the recipe (already validated by :mod:`jrl_core.config`).
+        run_dir: the run folder (:class:`jrl_core.runs.RunFolder`): ``eval_before.csv``, ``eval_after.csv``,
+            ``sft/`` and ``grpo/`` (``train_log.csv``, ``completions.jsonl``, checkpoints, ``final/``),
+            ``grid/`` (per-cell tables) and ``metrics.json`` (written last).
+        model, processor: an already-loaded model to start from (else ``exp.model`` is resolved and loaded).
+        test: held-out rows (else :func:`heldout_rows`).
         evaluate_before: also score the starting model.
+        grid: also evaluate the base and the trained model on an evaluation grid (RQ1).
+        resume: continue a GRPO stage from the last checkpoint in ``run_dir/grpo`` when there is one (same
+            rows per step, same β schedule, logs cut back to the checkpoint); False starts over.
     Returns:
-        ``{"before": summary|None, "after": summary, "grpo_log": DataFrame|None, "sft_log": …,
-        "model": trained model, "processor": …, "eval_after": EvalResult, "rejection_acceptance": …}``.
+        ``{"experiment": dict, "before": summary | None, "after": summary, "grpo_log": DataFrame | None,
+        "sft_log": …, "eval_before"/"eval_after": EvalResult, "grid": DataFrame | None (rows: stage, size,
+        question_type, accuracy, ci_low, ci_high, random, n, …), "metrics": the written record's dict,
+        "model", "processor", "model_path", "view_size", "train_rows_sha256", "heldout_sha256",
+        "rejection_acceptance"}``.
+    Raises:
+        ValueError / RuntimeError: from data building or training, with the field to change.
     """
     import os
+    import time
+
+    import pandas as pd
 
     from jrl_core import evaluate, nano
+    from jrl_core.images import SkipRecord
 
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    folder = runs.RunFolder(Path(run_dir))
+    folder.root.mkdir(parents=True, exist_ok=True)
     main = os.environ.get("RANK", "0") == "0"  # under accelerate launch only rank 0 evaluates
+    model_path = None
     if model is None:
-        model, processor = nano.load_model(nano.resolve_model(exp.model, **exp.nano), dtype=exp.dtype)
+        model_path = nano.resolve_model(exp.model, **exp.nano)
+        model, processor = nano.load_model(model_path, dtype=exp.dtype)
+    size = nano.view_size(processor)
     settings = exp.grpo_settings()
     max_new = exp.eval_max_new_tokens or settings.max_completion_length
-    test = test if test is not None else evaluate.test_rows(exp.puzzle_spec(), n_items=exp.n_test, seed=exp.seed,
-                                                            source=exp.photo_source)
-    out: dict = {"experiment": exp.to_dict(), "grpo_log": None, "sft_log": None, "before": None}
+    skipped = SkipRecord()
+    test = test if test is not None else heldout_rows(exp, view_size=size)
+    out: dict = {"experiment": exp.to_dict(), "grpo_log": None, "sft_log": None, "before": None, "grid": None,
+                 "model_path": model_path, "view_size": size, "heldout_sha256": rows_digest(test),
+                 "rejection_acceptance": None}
+    grids = []
+
+    def grid_eval(stage: str, mdl) -> None:
+        if grid is None or not main:
+            return
+        table = evaluate.evaluate_grid(mdl, processor, sizes=grid.sizes, question_types=grid.question_types,
+                                       thinks=(exp.mode,), n_items=grid.n_items, source=exp.photo_source,
+                                       image_size=size, save_dir=folder.root / "grid" / stage, progress=False)
+        grids.append(table.assign(stage=stage))
+
     if evaluate_before and main:
         before = evaluate.evaluate(model, processor, test, max_new_tokens=max_new, desc=f"{exp.name}: before")
-        before.table.to_csv(run_dir / "eval_before.csv", index=False)
-        out["before"] = before.summary()
+        atomic_write_text(folder.eval_table("before"), before.table.to_csv(index=False))
+        out.update(before=before.summary(), eval_before=before)
+    grid_eval("before", model)
     names, _ = exp.reward_setup()
     if exp.algorithm in ("sft", "sft_grpo"):
         sft = exp.sft_settings()
-        rows = train_rows(exp, sft.steps * sft.batch_size, sft.steps, split_seed="sft")
+        rows = train_rows(exp, steps=sft.steps, prompts_per_step=sft.batch_size, view_size=size, split="sft",
+                          record=skipped)
+        out["sft_rows_sha256"] = rows_digest(rows)
         use_rejection = exp.sft_data == "rejection" or (exp.sft_data == "auto" and exp.think)
         completions = None
         if use_rejection:
@@ -305,23 +180,70 @@ def run_experiment(exp: Experiment, run_dir: str | Path, *, model=None, processo
                 raise RuntimeError(f"rejection sampling kept {len(rows)} chains (acceptance {acc:.2f}); "
                                    "use sft_data: gold or more SFT rows.")
         sft_trainer, out["sft_log"] = train.train_sft(model, processor, train.sft_rows(rows, completions), sft,
-                                                      run_dir / "sft", lora=exp.lora_settings(), save_final=False)
+                                                      folder.trainer_dir("sft"), lora=exp.lora_settings(),
+                                                      save_final=False)
         model = train.merge_lora(sft_trainer.model) if exp.lora is not None else sft_trainer.model
     if exp.algorithm in ("grpo", "sft_grpo"):
-        rows = train_rows(exp, settings.steps * settings.prompts_per_step, settings.steps)
+        rows = train_rows(exp, steps=settings.steps, prompts_per_step=settings.prompts_per_step, view_size=size,
+                          record=skipped)
+        out["train_rows_sha256"] = rows_digest(rows)
         cb = exp.kl_callback(settings.steps)
+        gdir = folder.trainer_dir("grpo")
         trainer, out["grpo_log"] = train.train_grpo(
-            model, processor, rows, settings, run_dir / "grpo", reward_names=names, callbacks=[cb] if cb else None,
-            lora=exp.lora_settings(), freeze_vision=exp.freeze_vision, save_final=True, **exp.trainer)
+            model, processor, rows, settings, gdir, reward_names=names, callbacks=[cb] if cb else None,
+            lora=exp.lora_settings(), freeze_vision=exp.freeze_vision, save_final=True,
+            resume_from_checkpoint=True if resume and _has_checkpoint(gdir) else None, **exp.trainer)
         model = trainer.model.get_base_model() if exp.lora is not None else trainer.model  # LoRA: merged by save_final
     if not main:
         return out
     after = evaluate.evaluate(model, processor, test, max_new_tokens=max_new, desc=f"{exp.name}: after")
-    after.table.to_csv(run_dir / "eval_after.csv", index=False)
-    out.update(after=after.summary(), eval_after=after, model=model, processor=processor)
-    atomic_write_json(run_dir / "metrics.json", {k: out[k] for k in ("experiment", "before", "after")}
-                      | {"rejection_acceptance": out.get("rejection_acceptance")})
+    atomic_write_text(folder.eval_table("after"), after.table.to_csv(index=False))
+    grid_eval("after", model)
+    if grids:
+        out["grid"] = pd.concat(grids, ignore_index=True)
+    out.update(after=after.summary(), eval_after=after, model=model, processor=processor, wall_s=time.time() - t0)
+    record = _record(exp, out, settings, skipped)
+    runs.write_metrics(folder.root, record)
+    out["metrics"] = record.to_dict()
     return out
+
+
+def _record(exp: Experiment, out: dict, settings, skipped) -> runs.MetricsRecord:
+    """The run's metrics record: headline numbers flat, the resolved recipe and tables in ``details``."""
+    from jrl_core import report
+
+    b, a = out["before"] or {}, out["after"]
+    m0, n0 = exp.curriculum_().sizes[0]
+    label = f"{m0}x{n0} {exp.question_type} {exp.mode}"
+    metrics = {"puzzle": label, "seed": exp.seed, "acc_before": b.get("accuracy"), "acc_after": a["accuracy"],
+               "ci_after_low": a["ci_low"], "ci_after_high": a["ci_high"], "valid_after": a["valid"],
+               "share_A_after": a["share_A"], "random": a["random"], "n_test": a["n"], "wall_s": out.get("wall_s"),
+               "view_size": out["view_size"], "train_rows_sha256": out.get("train_rows_sha256"),
+               "heldout_sha256": out["heldout_sha256"]}
+    if b:
+        metrics.update(ci_before_low=b["ci_low"], ci_before_high=b["ci_high"])
+    log = out.get("grpo_log")
+    if log is not None and "frac_reward_zero_std" in log:
+        metrics["final_frac_zero_std"] = float(log["frac_reward_zero_std"].tail(10).mean())
+    if exp.algorithm != "sft":
+        metrics.update(grpo_steps=settings.steps, prompts_per_step=settings.prompts_per_step)
+    grid = out.get("grid")
+    if grid is not None:
+        for r in grid.to_dict("records"):
+            metrics[f"grid_{r['question_type']}_{r['size']}_{r['stage']}"] = r["accuracy"]
+    paper = []
+    if exp.question_type in ("pair", "full"):
+        for p in report.paper_rows_table1(exp.question_type, m0, n0, exp.think):
+            ours = b.get("accuracy") if " base" in p["label"] else a["accuracy"]
+            if ours is not None:
+                paper.append({"metric": f"{label} accuracy, {p['label'].split(' ', 1)[1]}", "paper": p["accuracy"],
+                              "ours": ours, "scale": f"paper: {p['label'].split(' ')[0]} / ours: {exp.scale}",
+                              "model": exp.model})
+    details = {"experiment": out["experiment"], "grpo_settings": dataclasses.asdict(settings),
+               "before": out["before"], "after": a, "rejection_acceptance": out.get("rejection_acceptance"),
+               "grid": grid.to_dict("records") if grid is not None else None}
+    return runs.MetricsRecord(kind="experiment", title=exp.name, model=exp.model, scale=exp.scale, metrics=metrics,
+                              paper_vs_ours=paper, skipped_inputs=skipped.to_dict(), details=details)
 
 
 def compare_arms(arms: dict[str, Experiment], run_dir: str | Path, *, extra_eval=None) -> dict:
@@ -329,7 +251,7 @@ def compare_arms(arms: dict[str, Experiment], run_dir: str | Path, *, extra_eval
 
     Each arm starts from a fresh copy of its ``model``; the base model is evaluated once per distinct
     held-out set (the prompt depends on the thinking mode and question), and every arm's trained model
-    on the same set. Arm folders: ``<run_dir>/<label>/``.
+    on the same set. Arm folders: ``<run_dir>/<label>/`` (:func:`jrl_core.runs.arm_dirs` lists them).
 
     Args:
         arms: label -> :class:`Experiment` (labels become folder names: letters, digits, ``-_.``).
@@ -346,18 +268,18 @@ def compare_arms(arms: dict[str, Experiment], run_dir: str | Path, *, extra_eval
 
     import pandas as pd
 
-    from jrl_core import evaluate, nano
+    from jrl_core import nano
 
     run_dir = Path(run_dir)
     rows, logs, sft_logs, extra, results = [], {}, {}, {}, {}
     tests: dict[tuple, list] = {}
     for label, exp in arms.items():
-        key = (exp.model, exp.mode, exp.question_type, exp.curriculum_().sizes[0], exp.n_test, exp.seed)
-        model, processor = nano.load_model(nano.resolve_model(exp.model, **exp.nano))
+        model, processor = nano.load_model(nano.resolve_model(exp.model, **exp.nano), dtype=exp.dtype)
+        size = nano.view_size(processor)
+        key = (exp.model, exp.mode, exp.question_type, exp.curriculum_().sizes[0], exp.n_test, exp.photo_source, size)
         first = key not in tests
         if first:
-            tests[key] = evaluate.test_rows(exp.puzzle_spec(), n_items=exp.n_test, seed=exp.seed,
-                                            source=exp.photo_source)
+            tests[key] = heldout_rows(exp, view_size=size)
             if extra_eval is not None and "base" not in extra:
                 extra["base"] = extra_eval(model, processor, "base")
         t0 = time.time()
@@ -366,9 +288,8 @@ def compare_arms(arms: dict[str, Experiment], run_dir: str | Path, *, extra_eval
         wall = time.time() - t0
         if out["before"] is not None:
             m0, n0 = exp.curriculum_().sizes[0]
-            rows.append({"arm": f"base ({exp.mode}, {m0}x{n0} {exp.question_type})", "mode": exp.mode, "algorithm": "none",
-                         **out["before"],
-                         "wall_s": None})
+            rows.append({"arm": f"base ({exp.mode}, {m0}x{n0} {exp.question_type})", "mode": exp.mode,
+                         "algorithm": "none", **out["before"], "wall_s": None})
         rows.append({"arm": label, "mode": exp.mode, "algorithm": exp.algorithm, **out["after"], "wall_s": wall})
         logs[label], sft_logs[label] = out["grpo_log"], out["sft_log"]
         if extra_eval is not None:

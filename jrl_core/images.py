@@ -326,7 +326,7 @@ def sample_views(
     k: int,
     *,
     seed: int,
-    size: int = 112,
+    size: int,
     min_crop: float = 0.5,
 ) -> list[Photo]:
     """Multiply photos into ``k`` random square views (crop + optional horizontal flip + resize).
@@ -342,7 +342,8 @@ def sample_views(
         photos: non-empty list of RGB photos.
         k: number of views (≥ 0).
         seed: any int.
-        size: output side in pixels (≥ 1).
+        size: output side in pixels (≥ 1): the model's input side, :func:`jrl_core.nano.view_size`
+            (views are cut at the size the processor feeds the model, never resized twice).
         min_crop: smallest crop side as a fraction of the shorter photo side, in (0, 1].
 
     Returns:
@@ -359,12 +360,23 @@ def sample_views(
         raise ValueError(f"size must be >= 1 pixel, got {size}.")
     if not 0.0 < min_crop <= 1.0:
         raise ValueError(f"min_crop must be in (0, 1], got {min_crop}.")
-    views = []
-    for i in range(k):
-        photo = photos[i % len(photos)]
-        x0, y0, side, flip = view_crop(photo, seed=seed, i=i, min_crop=min_crop)
-        views.append(Photo(image_id=f"{photo.image_id}#{i}", image=render_view(photo, x0, y0, side, flip, size)))
-    return views
+    return [view_at(photos, i, seed=seed, size=size, min_crop=min_crop) for i in range(k)]
+
+
+def view_at(photos: list[Photo], i: int, *, seed: int | str, size: int, min_crop: float = 0.5) -> Photo:
+    """View ``i`` of :func:`sample_views` alone: a pure function of (photos, i, seed, size, min_crop), so
+    a step-keyed data builder can draw the view of any index without drawing the ones before it.
+
+    Raises:
+        ValueError: empty ``photos`` or ``i < 0``.
+    """
+    if not photos:
+        raise ValueError("view_at needs at least one photo; load some with load_photos().")
+    if i < 0:
+        raise ValueError(f"view index must be >= 0, got {i}.")
+    photo = photos[i % len(photos)]
+    x0, y0, side, flip = view_crop(photo, seed=seed, i=i, min_crop=min_crop)
+    return Photo(image_id=f"{photo.image_id}#{i}", image=render_view(photo, x0, y0, side, flip, size))
 
 
 def view_crop(photo: Photo, *, seed: int, i: int, min_crop: float = 0.5) -> tuple[int, int, int, bool]:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -284,6 +285,48 @@ def build_model(cfg: NanoConfig, tokenizer):
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
     model.generation_config.bos_token_id = ids["<|endoftext|>"]
     return model
+
+
+DYNAMIC_VIEW_SIZE = 448
+"""View side (px) for processors with dynamic resolution (Qwen2.5-VL's hub processors: min_pixels 3,136,
+max_pixels 12,845,056): 448 = 16 × 28 px, 256 image tokens per view. Our choice, not the papers': Jigsaw-R1
+feeds whole COCO photos at their own resolution; the workbook cuts square views of every photo."""
+
+
+def view_size(processor) -> int:
+    """The side in pixels at which puzzles are cut for ``processor``'s model: the one place that decides it.
+
+    A processor with a fixed input size (``min_pixels == max_pixels``, as the nano model's, whose images are
+    resized to ``NanoConfig.image_size`` square) gives that side, so views reach the model unresized; a
+    dynamic-resolution processor (the Qwen hub checkpoints) gives :data:`DYNAMIC_VIEW_SIZE`, capped to its
+    ``max_pixels`` and rounded down to a multiple of ``patch_size × merge_size``.
+
+    Args:
+        processor: a loaded processor with an ``image_processor`` (Qwen2-VL/Qwen2.5-VL style: ``min_pixels``,
+            ``max_pixels``, ``patch_size``, ``merge_size``; other processors: ``size`` dicts with
+            ``height``/``shortest_edge``).
+    Returns:
+        Side in pixels (≥ 28).
+    Raises:
+        ValueError: the processor has no image processor (not a vision-language processor).
+    """
+    ip = getattr(processor, "image_processor", None)
+    if ip is None:
+        raise ValueError(f"view_size: {type(processor).__name__} has no image_processor; pass a vision-language "
+                         "processor (e.g. from jrl_core.nano.load_model).")
+    lo, hi = getattr(ip, "min_pixels", None), getattr(ip, "max_pixels", None)
+    size = getattr(ip, "size", None) or {}
+    lo = lo if lo is not None else size.get("shortest_edge") if isinstance(size, dict) else None
+    hi = hi if hi is not None else size.get("longest_edge") if isinstance(size, dict) else None
+    unit = int(getattr(ip, "patch_size", 14) or 14) * int(getattr(ip, "merge_size", 2) or 2)
+    if lo and hi and lo == hi:  # fixed input area: a square of that area
+        return int(round(math.sqrt(lo)))
+    if isinstance(size, dict) and size.get("height") and size.get("height") == size.get("width"):
+        return int(size["height"])  # fixed-size processors of other families
+    side = DYNAMIC_VIEW_SIZE
+    if hi:
+        side = min(side, int(math.sqrt(hi)))
+    return max(unit, side - side % unit)
 
 
 def count_parameters(model) -> int:

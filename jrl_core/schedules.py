@@ -6,9 +6,10 @@ the size is a pure function of the trainer's **global step** (:meth:`Curriculum.
 item is a pure function of ``(seed, index, step)`` (:func:`curriculum_row`): a run resumed at step k
 sees exactly the sizes and items the uninterrupted run saw from step k on.
 
-Use with TRL: build the rows with :func:`curriculum_rows` (row ``i`` is drawn for global step
-``i // prompts_per_step``) and keep the dataset order (``GRPOConfig(shuffle_dataset=False)``), so
-that step s consumes rows ``s·P … s·P + P − 1``; the HF Trainer's resume skips the consumed rows.
+Every training row (fixed size or curriculum, GRPO or SFT) is built by :func:`curriculum_row` (row ``i`` is
+drawn for global step ``i // prompts_per_step``), and the trainer keeps the dataset order
+(``GRPOConfig(shuffle_dataset=False)``, set by :func:`jrl_core.train.grpo_config`), so that step s consumes
+rows ``s·P … s·P + P − 1``; the HF Trainer's resume skips the consumed rows.
 
 GRPO-D (protocol §7; OThink-MR1 Eq. 3): the KL coefficient β as a function of the global step,
 :func:`grpo_d_beta`, applied to TRL's ``GRPOTrainer`` by :class:`KLScheduleCallback`.
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 
 from transformers import TrainerCallback
 
-from jrl_core.images import Photo
+from jrl_core.images import Photo, view_at
 from jrl_core.puzzles import PuzzleSpec, item_seed, make_row
 
 __all__ = ["GRPO_D_PRESETS", "Curriculum", "KLScheduleCallback", "curriculum_row", "curriculum_rows", "grpo_d_beta"]
@@ -100,14 +101,27 @@ class Curriculum:
 
 
 def curriculum_row(
-    photos: list[Photo], spec: PuzzleSpec, curriculum: Curriculum, *, seed: int | str, index: int, step: int,
-    instruct: bool = True,
+    photos: list[Photo], spec: PuzzleSpec, curriculum: Curriculum, *, seed: int, index: int, step: int,
+    view_size: int, split: str = "train", instruct: bool = True,
 ) -> dict:
-    """The dataset row for item ``index`` drawn at global step ``step``: ``spec`` with the size
-    ``curriculum.size_at(step)``, photo ``photos[index % len(photos)]``, seed ``item_seed(seed, index)``.
+    """The training row for item ``index``, drawn at global step ``step``: the one definition of a training
+    row (GRPO and SFT, fixed size or curriculum; the CLI and every notebook reach it through
+    :func:`jrl_core.experiment.train_rows`).
 
-    A pure function of its arguments: the same (seed, index, step) gives the same row byte for byte.
+    The image is view ``index`` of ``photos`` (:func:`jrl_core.images.view_at` with view seed
+    ``f"{split}:{seed}"``, cut at ``view_size`` px: the model's input side); the puzzle is ``spec`` at the size
+    ``curriculum.size_at(step)`` with the puzzle seed ``item_seed(f"{split}:{seed}", index)``. A pure function
+    of its arguments: the same (seed, index, step) gives the same row byte for byte, on any machine.
     The row also carries ``"step"`` and ``"index"``.
+
+    Args:
+        photos: non-empty training photos (``jrl_core.images.load_photos(source, "train")``).
+        spec: question type, mode and options; its m, n are replaced by the curriculum's size.
+        curriculum: the step -> size schedule (a one-stage curriculum for a fixed size).
+        seed: the run seed (varies the views, the puzzles and so the data order).
+        index: item index ≥ 0; step: global step ≥ 0 the row is consumed at.
+        view_size: side in pixels (``jrl_core.nano.view_size(processor)``).
+        split: ``"train"`` (GRPO) or another label (``"sft"``) for an independent draw.
 
     Raises:
         ValueError: empty ``photos``, negative index/step, or a size the spec rejects.
@@ -118,20 +132,25 @@ def curriculum_row(
         raise ValueError(f"index must be >= 0, got {index}.")
     m, n = curriculum.size_at(step)
     staged = dataclasses.replace(spec, m=m, n=n)
-    photo = photos[index % len(photos)]
-    row = make_row(photo.image, staged, seed=item_seed(seed, index), image_id=photo.image_id, instruct=instruct)
+    view = view_at(photos, index, seed=f"{split}:{seed}", size=view_size)
+    row = make_row(view.image, staged, seed=item_seed(f"{split}:{seed}", index), image_id=view.image_id,
+                   instruct=instruct)
     row["step"], row["index"] = step, index
     return row
 
 
 def curriculum_rows(
-    photos: list[Photo], spec: PuzzleSpec, curriculum: Curriculum, *, seed: int | str, prompts_per_step: int,
-    steps: int, start_step: int = 0, instruct: bool = True,
+    photos: list[Photo], spec: PuzzleSpec, curriculum: Curriculum, *, seed: int, prompts_per_step: int,
+    steps: int, view_size: int, start_step: int = 0, split: str = "train", instruct: bool = True,
 ) -> list[dict]:
-    """Rows for global steps ``start_step … steps − 1``, ``prompts_per_step`` per step; row j of step s
-    is :func:`curriculum_row` with ``index = s·prompts_per_step + j``. A run resumed at step k can
-    call this with ``start_step=k`` and gets the tail of the uninterrupted run's list.
+    """Rows for global steps ``start_step … steps − 1``, ``prompts_per_step`` per step, in step order: row j
+    of step s is :func:`curriculum_row` with ``index = s·prompts_per_step + j``. The trainer must consume
+    them in this order (``GRPOConfig(shuffle_dataset=False)``, set by :func:`jrl_core.train.grpo_config`),
+    so that step s sees only its stage's size; a run resumed at step k gets the tail of the uninterrupted
+    run's list (``start_step=k``), and the HF Trainer's resume skips the consumed rows of the full list.
 
+    Returns:
+        ``(steps − start_step) × prompts_per_step`` rows.
     Raises:
         ValueError: prompts_per_step < 1 or start_step outside [0, steps].
     """
@@ -140,7 +159,8 @@ def curriculum_rows(
     if not 0 <= start_step <= steps:
         raise ValueError(f"start_step must be in [0, steps={steps}], got {start_step}.")
     return [
-        curriculum_row(photos, spec, curriculum, seed=seed, index=s * prompts_per_step + j, step=s, instruct=instruct)
+        curriculum_row(photos, spec, curriculum, seed=seed, index=s * prompts_per_step + j, step=s,
+                       view_size=view_size, split=split, instruct=instruct)
         for s in range(start_step, steps)
         for j in range(prompts_per_step)
     ]

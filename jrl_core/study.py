@@ -38,6 +38,7 @@ from typing import Any
 
 import yaml
 
+from jrl_core import runs
 from jrl_core.atomic import atomic_write_json, atomic_write_text
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -47,7 +48,7 @@ NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 STUDIES_DIR = REPO_ROOT / "studies"
 """Where study names (``"quick"``) are resolved to ``studies/<name>.yaml``."""
 
-METRICS_FILE = "metrics.json"
+METRICS_FILE = runs.METRICS_FILE
 """File name a notebook may write into ``run_dir`` to report key metrics."""
 RUN_RECORD_FILE = "run.json"
 REPORT_FILE = "index.html"
@@ -310,12 +311,11 @@ def hardware_info() -> dict:
 
 
 def read_notebook_metrics(run_dir: str | os.PathLike) -> tuple[dict, Any, str | None]:
-    """Read the optional ``<run_dir>/metrics.json`` a notebook wrote.
+    """Read the ``<run_dir>/metrics.json`` a notebook wrote (:class:`jrl_core.runs.MetricsRecord`).
 
-    The file is a JSON object. Its ``skipped_inputs`` key (counts of skipped inputs,
-    any JSON) is returned separately; every other key is a metric (e.g.
-    ``{"acc_before": 0.41, "acc_after": 0.87, "paper_vs_ours": [...]}``). The nested form
-    ``{"metrics": {...}, "skipped_inputs": ...}`` is accepted too.
+    A record's flat ``metrics`` are returned with its ``paper_vs_ours`` rows under that key; its
+    ``skipped_inputs`` separately. A plain JSON object (older runs, hand-written notebooks) is read as
+    the metrics themselves, with a ``skipped_inputs`` key taken out.
 
     Returns:
         ``(metrics, skipped_inputs, error)``: ``({}, None, None)`` when there is no file;
@@ -332,6 +332,8 @@ def read_notebook_metrics(run_dir: str | os.PathLike) -> tuple[dict, Any, str | 
         return {}, None, f"{METRICS_FILE}: expected a JSON object, got {type(data).__name__}"
     data = dict(data)
     skipped = data.pop("skipped_inputs", None)
+    if "kind" in data and isinstance(data.get("metrics"), dict):  # a MetricsRecord
+        return {**data["metrics"], "paper_vs_ours": data.get("paper_vs_ours") or []}, skipped, None
     if set(data) == {"metrics"} and isinstance(data["metrics"], dict):
         data = data["metrics"]
     return data, skipped, None

@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 from transformers import TrainerCallback
 
-from jrl_core import rewards
+from jrl_core import rewards, runs
 from jrl_core.atomic import atomic_write_json, atomic_write_text
 
 
@@ -158,6 +158,9 @@ def grpo_config(settings: GRPOSettings, output_dir: str | Path, **overrides):
         save_total_limit=2,  # paper-scale checkpoints with optimizer states are ~42 GiB (3B, ZeRO-2)
         seed=settings.seed,
         data_seed=settings.seed,
+        # Rows arrive step-ordered (jrl_core.schedules.curriculum_rows: step s consumes rows s·P … s·P+P−1,
+        # the curriculum's size for that step); TRL's default (True) would shuffle them across steps.
+        shuffle_dataset=False,
         report_to=list(settings.report_to) or "none",
         remove_unused_columns=False,
         disable_tqdm=False,
@@ -187,9 +190,6 @@ class MetricsTable(TrainerCallback):
         """The log as a DataFrame, one row per logged step."""
         return pd.DataFrame(self.rows)
 
-
-COMPLETION_LOG = "completions.jsonl"
-"""File name of the per-rollout log in a GRPO output folder (:class:`JigsawGRPOTrainer`)."""
 
 _META_COLUMNS = ("prompt_id", "solution", "answer_type", "m", "n", "think", "question_type", "mode")
 
@@ -287,10 +287,8 @@ def _trainer_classes():
                        "length_tokens": extra.get("length_tokens", [None] * (i + 1))[i],
                        "length_chars": len(text)}
                 rec.update({c: extra[c][i] for c in _META_COLUMNS if c in extra and c != "prompt_id"})
-                lines.append(json.dumps(rec))
-            self.completion_log.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.completion_log, "a", encoding="utf-8") as fh:
-                fh.write("\n".join(lines) + "\n")
+                lines.append(rec)
+            runs.append_completions(self.completion_log, lines)
             for dq in (self._logs["prompt"], self._logs["completion"], self._logs["advantages"], self._logs["images"],
                        *self._logs["rewards"].values(), *self._logs["extra"].values()):
                 dq.clear()
@@ -301,14 +299,6 @@ def _trainer_classes():
 def _num(x):
     x = float(x)
     return None if math.isnan(x) else x
-
-
-def _truncate_completion_log(path: Path, last_step: int) -> None:
-    """Drop records after ``last_step`` (a resumed run rewrites them)."""
-    if not path.exists():
-        return
-    keep = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip() and json.loads(ln)["step"] <= last_step]
-    atomic_write_text(path, "".join(ln + "\n" for ln in keep))
 
 
 @dataclass(frozen=True)
@@ -406,15 +396,15 @@ def train_grpo(model, processor, rows: list[dict], settings: GRPOSettings, outpu
     if len(reward_names) != len(settings.reward_weights):
         raise ValueError(f"reward_names={reward_names} and reward_weights={settings.reward_weights} differ in length.")
     output_dir = Path(output_dir)
-    table = MetricsTable(output_dir / "train_log.csv")
-    log_path = output_dir / COMPLETION_LOG
+    table = MetricsTable(output_dir / runs.TRAIN_LOG)
+    log_path = output_dir / runs.COMPLETION_LOG
     ckpt = _resolve_checkpoint(output_dir, resume_from_checkpoint)
     if ckpt is not None:  # keep what the interrupted run logged up to its checkpoint
         done = json.loads((ckpt / "trainer_state.json").read_text())["global_step"]
         if table.path.exists():
             old = pd.read_csv(table.path)
             table.rows = old[old["step"] <= done].to_dict("records")
-        _truncate_completion_log(log_path, done)
+        runs.truncate_completions(log_path, done)
     elif log_completions and log_path.exists():
         log_path.unlink()  # a fresh run starts a fresh log
     if freeze_vision and lora is None and not isinstance(model, str):
@@ -563,7 +553,7 @@ def train_sft(model, processor, examples: list[dict], settings: SFTSettings, out
     if len(examples) < settings.batch_size:
         raise ValueError(f"{len(examples)} SFT examples for batch_size={settings.batch_size}; build more rows.")
     output_dir = Path(output_dir)
-    table = MetricsTable(output_dir / "train_log.csv")
+    table = MetricsTable(output_dir / runs.TRAIN_LOG)
     args = SFTConfig(
         output_dir=str(output_dir), max_steps=settings.steps, per_device_train_batch_size=settings.batch_size,
         learning_rate=settings.learning_rate, lr_scheduler_type=settings.lr_scheduler_type,

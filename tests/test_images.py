@@ -211,6 +211,6 @@ def test_sample_views_never_flip_vertically():
 
 def test_sample_views_rejects_bad_arguments(skimage_train):
     with pytest.raises(ValueError):
-        sample_views([], 3, seed=0)
+        sample_views([], 3, seed=0, size=16)
     with pytest.raises(ValueError):
-        sample_views(skimage_train, 3, seed=0, min_crop=0.0)
+        sample_views(skimage_train, 3, seed=0, size=16, min_crop=0.0)

@@ -10,7 +10,7 @@ from jrl_core.images import Photo
 from jrl_core.puzzles import PuzzleSpec
 from jrl_core.schedules import Curriculum, curriculum_row, curriculum_rows
 
-PHOTOS = [Photo(f"p{i}", Image.fromarray(np.random.default_rng(i).integers(0, 256, (32, 48, 3), dtype=np.uint8)))
+PHOTOS = [Photo(f"p{i}", Image.fromarray(np.random.default_rng(i).integers(0, 256, (64, 96, 3), dtype=np.uint8)))
           for i in range(3)]
 
 
@@ -39,9 +39,10 @@ def test_curriculum_rejects_bad_definitions(sizes, boundaries, match):
 def test_resumed_curriculum_at_step_k_equals_the_uninterrupted_run():
     spec = PuzzleSpec(m=2, n=1, question_type="pair", shuffle_mn=True)
     cur = Curriculum(((2, 1), (3, 1), (2, 2)), (2, 4))
-    full = curriculum_rows(PHOTOS, spec, cur, seed=5, prompts_per_step=3, steps=6)
+    full = curriculum_rows(PHOTOS, spec, cur, seed=5, prompts_per_step=3, steps=6, view_size=24)
     for k in (1, 2, 3, 5):
-        resumed = curriculum_rows(PHOTOS, spec, cur, seed=5, prompts_per_step=3, steps=6, start_step=k)
+        resumed = curriculum_rows(PHOTOS, spec, cur, seed=5, prompts_per_step=3, steps=6, start_step=k,
+                                  view_size=24)
         assert [fingerprint(r) for r in resumed] == [fingerprint(r) for r in full[3 * k:]]
     assert {(r["step"], tuple(sorted((r["m"], r["n"])))) for r in full} == {
         (0, (1, 2)), (1, (1, 2)), (2, (1, 3)), (3, (1, 3)), (4, (2, 2)), (5, (2, 2))}
@@ -50,7 +51,16 @@ def test_resumed_curriculum_at_step_k_equals_the_uninterrupted_run():
 def test_row_is_a_pure_function_of_seed_index_step():
     spec = PuzzleSpec(m=2, n=2, question_type="full", think=True)
     cur = Curriculum(((2, 2),))
-    a = curriculum_row(PHOTOS, spec, cur, seed=1, index=7, step=2)
-    b = curriculum_row(PHOTOS, spec, cur, seed=1, index=7, step=2)
+    a = curriculum_row(PHOTOS, spec, cur, seed=1, index=7, step=2, view_size=24)
+    b = curriculum_row(PHOTOS, spec, cur, seed=1, index=7, step=2, view_size=24)
     assert fingerprint(a) == fingerprint(b)
-    assert fingerprint(a) != fingerprint(curriculum_row(PHOTOS, spec, cur, seed=1, index=8, step=2))
+    assert fingerprint(a) != fingerprint(curriculum_row(PHOTOS, spec, cur, seed=1, index=8, step=2, view_size=24))
+
+
+def test_rows_are_cut_at_the_view_size_and_vary_with_the_seed():
+    spec = PuzzleSpec(m=2, n=1)
+    cur = Curriculum(((2, 1),))
+    a = curriculum_rows(PHOTOS, spec, cur, seed=0, prompts_per_step=2, steps=2, view_size=24)
+    assert all(r["image"].size == (24, 24) for r in a)
+    b = curriculum_rows(PHOTOS, spec, cur, seed=1, prompts_per_step=2, steps=2, view_size=24)
+    assert [fingerprint(r) for r in a] != [fingerprint(r) for r in b]

@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from jrl_core import experiment, nano, reasoning, schedules, train
+from jrl_core import experiment, nano, reasoning, runs, schedules, train
 from jrl_core.images import load_photos, sample_views
 from jrl_core.puzzles import PuzzleSpec, build_rows
 
@@ -119,7 +119,8 @@ class StopAt(TrainerCallback):
 
 def test_resumed_run_repeats_the_uninterrupted_data_order_and_kl_schedule(nano_dir, tmp_path):
     s = dataclasses.replace(TINY_GRPO, steps=4, save_steps=2)
-    rows = experiment.train_rows(experiment.Experiment(curriculum="2x1:2,1x2"), n_rows=8, steps=4)
+    rows = experiment.train_rows(experiment.Experiment(curriculum="2x1:2,1x2"), steps=4, prompts_per_step=2,
+                                 view_size=56)
 
     def run(out, extra=(), resume=None):
         model, processor = nano.load_model(str(nano_dir))
@@ -136,7 +137,9 @@ def test_resumed_run_repeats_the_uninterrupted_data_order_and_kl_schedule(nano_d
     a, b = reasoning.load_completion_log(tmp_path / "full"), reasoning.load_completion_log(tmp_path / "cut")
     assert len(a) == len(b) == 4 * 2 * 4
     assert a.groupby("step")["prompt_id"].apply(sorted).to_dict() == b.groupby("step")["prompt_id"].apply(sorted).to_dict()
-    assert (a.groupby("step")["m"].first() == b.groupby("step")["m"].first()).all()  # curriculum by step
+    sizes = {step: set(zip(g["m"], g["n"], strict=True)) for step, g in b.groupby("step")}
+    assert sizes == {1: {(2, 1)}, 2: {(2, 1)}, 3: {(1, 2)}, 4: {(1, 2)}}  # each step only its stage's size
+    assert {step: set(zip(g["m"], g["n"], strict=True)) for step, g in a.groupby("step")} == sizes
     assert [h for h in full.history if h[0] >= 2] == resumed.history  # β(s) continues where it stopped
     log_cut = json.loads((tmp_path / "cut" / "checkpoint-2" / "trainer_state.json").read_text())
     assert log_cut["global_step"] == 2
@@ -152,6 +155,28 @@ def test_run_experiment_does_sft_then_grpo_and_writes_metrics(nano_dir, tmp_path
     test = rows_for(4, seed=99)
     out = experiment.run_experiment(exp, tmp_path, test=test)
     m = json.loads((tmp_path / "metrics.json").read_text())
-    assert m["before"]["n"] == m["after"]["n"] == 4 and m["experiment"]["algorithm"] == "sft_grpo"
+    assert m["kind"] == "experiment" and m["metrics"]["n_test"] == 4
+    assert m["details"]["before"]["n"] == m["details"]["after"]["n"] == 4
+    assert m["details"]["experiment"]["algorithm"] == "sft_grpo"
     assert (tmp_path / "sft" / "train_log.csv").exists() and (tmp_path / "grpo" / "completions.jsonl").exists()
     assert "beta" in out["grpo_log"]
+
+
+def test_curriculum_runs_through_the_trainer_one_size_per_step(nano_dir, tmp_path):
+    """TRL consumes the step-ordered rows in order: every rollout of step s has the stage's size."""
+    exp = experiment.Experiment(curriculum="2x1:2,3x1", seed=3)
+    s = dataclasses.replace(TINY_GRPO, steps=4, prompts_per_step=4, num_generations=2)
+    rows = experiment.train_rows(exp, steps=4, prompts_per_step=4, view_size=56)
+    model, processor = nano.load_model(str(nano_dir))
+    train.train_grpo(model, processor, rows, s, tmp_path, save_final=False, reward_names=("accuracy", varied_reward))
+    records = runs.read_completion_records(tmp_path / runs.COMPLETION_LOG)
+    assert len(records) == 4 * 4 * 2
+    by_step: dict[int, set] = {}
+    for r in records:
+        by_step.setdefault(r["step"], set()).add((r["m"], r["n"]))
+    assert by_step == {1: {(2, 1)}, 2: {(2, 1)}, 3: {(3, 1)}, 4: {(3, 1)}}
+    # and the prompts of step s are exactly rows s·P … s·P + P − 1
+    ids = {step: {r["prompt_id"] for r in records if r["step"] == step} for step in by_step}
+    expected = {step: {train.to_dataset(rows[(step - 1) * 4: step * 4])[i]["prompt_id"] for i in range(4)}
+                for step in by_step}
+    assert ids == expected
