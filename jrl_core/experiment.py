@@ -118,7 +118,7 @@ def run_experiment(exp: Experiment, run_dir: str | Path, *, model=None, processo
             rows per step, same β schedule, logs cut back to the checkpoint); False starts over.
     Returns:
         ``{"experiment": dict, "before": summary | None, "after": summary, "grpo_log": DataFrame | None,
-        "sft_log": …, "eval_before"/"eval_after": EvalResult, "grid": DataFrame | None (rows: stage, size,
+        "sft_log": …, "test": the held-out rows, "eval_before"/"eval_after": EvalResult, "grid": DataFrame | None (rows: stage, size,
         question_type, accuracy, ci_low, ci_high, random, n, …), "metrics": the written record's dict,
         "model", "processor", "model_path", "view_size", "train_rows_sha256", "heldout_sha256",
         "rejection_acceptance"}``.
@@ -147,7 +147,7 @@ def run_experiment(exp: Experiment, run_dir: str | Path, *, model=None, processo
     skipped = SkipRecord()
     test = test if test is not None else heldout_rows(exp, view_size=size)
     out: dict = {"experiment": exp.to_dict(), "grpo_log": None, "sft_log": None, "before": None, "grid": None,
-                 "model_path": model_path, "view_size": size, "heldout_sha256": rows_digest(test),
+                 "model_path": model_path, "view_size": size, "test": test, "heldout_sha256": rows_digest(test),
                  "rejection_acceptance": None}
     grids = []
 

@@ -314,15 +314,19 @@ def view_size(processor) -> int:
     if ip is None:
         raise ValueError(f"view_size: {type(processor).__name__} has no image_processor; pass a vision-language "
                          "processor (e.g. from jrl_core.nano.load_model).")
-    lo, hi = getattr(ip, "min_pixels", None), getattr(ip, "max_pixels", None)
     size = getattr(ip, "size", None) or {}
-    lo = lo if lo is not None else size.get("shortest_edge") if isinstance(size, dict) else None
-    hi = hi if hi is not None else size.get("longest_edge") if isinstance(size, dict) else None
+
+    def get(key: str):  # ``size`` is a dict in some releases, a SizeDict object in others
+        value = size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+        return value if value is not None else getattr(ip, key, None) if key.endswith("_pixels") else value
+
+    lo = get("min_pixels") or get("shortest_edge")
+    hi = get("max_pixels") or get("longest_edge")
     unit = int(getattr(ip, "patch_size", 14) or 14) * int(getattr(ip, "merge_size", 2) or 2)
-    if lo and hi and lo == hi:  # fixed input area: a square of that area
+    if lo and hi and lo == hi:  # fixed input area (the nano processor): a square of that area
         return int(round(math.sqrt(lo)))
-    if isinstance(size, dict) and size.get("height") and size.get("height") == size.get("width"):
-        return int(size["height"])  # fixed-size processors of other families
+    if get("height") and get("height") == get("width"):
+        return int(get("height"))  # fixed-size processors of other families
     side = DYNAMIC_VIEW_SIZE
     if hi:
         side = min(side, int(math.sqrt(hi)))
