@@ -8,14 +8,13 @@ that a report is one self-contained file.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import html
 import io
 from pathlib import Path
 
 import pandas as pd
 
-from jrl_core.atomic import atomic_write_json, atomic_write_text
+from jrl_core.atomic import atomic_write_text
 from jrl_core.plots import PAPER_TABLES
 
 
@@ -86,32 +85,6 @@ def paper_rows_table1(question_type: str, m: int, n: int, think: bool, model: st
     return out
 
 
-def write_metrics(run_dir, *, model, scale, spec, settings, before, after, paper, skipped, log) -> dict:
-    """Write ``<run_dir>/metrics.json`` (atomically) for the study index: accuracy
-    before/after, valid and "A" shares, training summary, paper-vs-ours rows and the
-    skipped-input counts. Returns the dict."""
-    b, a = before.summary(), after.summary()
-    label = f"{spec.m}x{spec.n} {spec.question_type} {'thinking' if spec.think else 'non-thinking'}"
-    metrics = {
-        "model": model, "scale": scale, "puzzle": label,
-        "acc_before": b["accuracy"], "acc_after": a["accuracy"],
-        "ci_after": [a["ci_low"], a["ci_high"]],
-        "valid_after": a["valid"], "share_A_after": a["share_A"], "random": b["random"], "n_test": b["n"],
-        "grpo_steps": settings.steps, "prompts_per_step": settings.prompts_per_step,
-        "final_frac_zero_std": float(log["frac_reward_zero_std"].tail(10).mean()) if "frac_reward_zero_std" in log else None,
-        "settings": dataclasses.asdict(settings),
-        "skipped_inputs": skipped.to_dict() if hasattr(skipped, "to_dict") else skipped,
-        "paper_vs_ours": [
-            {"metric": f"{label} accuracy, {p['label'].split(' ', 1)[1]}", "paper": p["accuracy"],
-             "ours": b["accuracy"] if "base" in p["label"] else a["accuracy"],
-             "scale": f"paper: {p['label'].split(' ')[0]} / ours: {scale}", "model": model}
-            for p in paper
-        ],
-    }
-    atomic_write_json(Path(run_dir) / "metrics.json", metrics)
-    return metrics
-
-
 def arms_table(summary: pd.DataFrame) -> pd.DataFrame:
     """The comparison as a readable table: accuracy %, 95% CI, valid %, answers 'A' %, wall time."""
     out = summary.copy()
@@ -125,16 +98,21 @@ def arms_table(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_comparison_metrics(run_dir, *, title: str, model: str, scale: str, summary: pd.DataFrame,
-                             paper_vs_ours: list[dict] = (), extra: dict | None = None) -> dict:
-    """``<run_dir>/metrics.json`` for a comparison notebook (per-arm accuracy, plus the paper-vs-ours
-    rows the study index shows, each with its scale and model) and ``summary.csv`` (every arm).
-    Returns the metrics dict."""
-    metrics = {"title": title, "model": model, "scale": scale,
-               **{f"acc_{r['arm']}": r["accuracy"] for r in summary.to_dict("records")},
-               "paper_vs_ours": list(paper_vs_ours), **(extra or {})}
+                             paper_vs_ours: list[dict] = (), extra: dict | None = None,
+                             details: dict | None = None) -> dict:
+    """The metrics record of a comparison notebook (``jrl_core.runs.write_metrics``, kind ``"comparison"``):
+    per-arm accuracy ``acc_<arm>`` in [0, 1] plus ``extra`` flat metrics, the paper-vs-ours rows the study
+    index shows (each with its scale and model), every arm's row in ``details["arms"]``; and ``summary.csv``
+    (every arm) beside it. Returns the record as a dict."""
+    from jrl_core import runs
+
+    metrics = {**{f"acc_{r['arm']}": r["accuracy"] for r in summary.to_dict("records")}, **(extra or {})}
     atomic_write_text(Path(run_dir) / "summary.csv", summary.to_csv(index=False))
-    atomic_write_json(Path(run_dir) / "metrics.json", metrics)
-    return metrics
+    record = runs.MetricsRecord(kind="comparison", title=title, model=model, scale=scale, metrics=metrics,
+                                paper_vs_ours=list(paper_vs_ours),
+                                details={"arms": summary.to_dict("records"), **(details or {})})
+    runs.write_metrics(run_dir, record)
+    return record.to_dict()
 
 
 def paper_vs_ours(pairs: list[tuple[str, float | None, float]], *, scale: str, model: str,
