@@ -56,9 +56,11 @@ from typing import Any
 import pandas as pd
 from PIL import Image
 
+from jrl_core import answers
 from jrl_core.evaluate import evaluate
 from jrl_core.images import to_rgb
 from jrl_core.modes import get_mode, mode_name
+from jrl_core.rows import make_row
 
 __all__ = [
     "BENCHMARKS",
@@ -253,14 +255,14 @@ def _images(value: Any, where: str, base: Path | None) -> Image.Image | list[Ima
     return _image(value, where, base)
 
 
-def _letter(value: Any, where: str, schema: BenchmarkSchema) -> str:
+def _letter(value: Any, where: str, schema: BenchmarkSchema, size: tuple[int, int]) -> str:
     text = str(value).strip().replace("(", "")
     if not text or text[0].upper() not in string.ascii_uppercase or (len(text) > 1 and text[1].isalpha()):
         raise SchemaError(f"{where}: {schema.solution}={value!r} is not {schema.solution_help}.")
     return text[0].upper()
 
 
-def _digit(value: Any, where: str, schema: BenchmarkSchema) -> str:
+def _digit(value: Any, where: str, schema: BenchmarkSchema, size: tuple[int, int]) -> str:
     if isinstance(value, float) and value.is_integer() and value >= 0:
         return str(int(value))
     text = str(value).strip()
@@ -298,19 +300,19 @@ def _n_choices(row: dict, text: str) -> int:
     return count
 
 
+#: Benchmark label readers by answer type: ``(value, where, schema, image size) -> solution`` (the
+#: reference's normalisation: ``"(A)"`` → ``"A"``, a count → its digits, a box → pixels). The answer
+#: types a benchmark may use are these keys.
+_SOLUTIONS = {"letter": _letter, "digit": _digit, "point": _box}
+
+
 def _random_rate(answer_type: str, row: dict, text: str, solution: Any, image: Any) -> float:
-    """Random-guess accuracy of one question: 1/n_choices (letter), the gt box's share of the image
-    (point: a uniformly random click), NaN for open counting (digit)."""
-    if answer_type == "letter":
-        k = _n_choices(row, text)
-        return 1.0 / k if k >= 2 else float("nan")
-    if answer_type == "point":
-        first = image[0] if isinstance(image, list) else image
-        area = first.width * first.height
-        inside = max(0.0, min(solution[2], first.width) - max(solution[0], 0.0)) * \
-            max(0.0, min(solution[3], first.height) - max(solution[1], 0.0))
-        return inside / area if area else float("nan")
-    return float("nan")
+    """Random-guess accuracy of one question (``jrl_core.answers.random_rate``): 1/options for a
+    multiple-choice answer (options from the ``choices`` column or the question text), the gt box's
+    share of the image for a point (a uniformly random click), NaN for open counting."""
+    first = image[0] if isinstance(image, list) else image
+    n_options = (_n_choices(row, text) or None) if answers.get(answer_type).choice else None
+    return answers.random_rate(answer_type, n_options=n_options, solution=solution, image_size=first.size)
 
 
 # ---------------------------------------------------------------- rows
@@ -347,7 +349,7 @@ def rows_from_dataset(schema: BenchmarkSchema | str, dataset, *, think: bool = F
         A list of dicts: ``image`` (RGB PIL image, or a list for multi-image questions), ``prompt``
         (``[{"role": "user", "content": [{"type": "image"}, …, {"type": "text", "text": question +
         mode suffix}]}]``), ``solution`` (letter ``"A"``-``"Z"``, digit string, or ``[x1, y1, x2, y2]``
-        pixels), ``answer_type``, ``m`` = ``n`` = 1 (no grid), ``think``, ``mode``, ``question_type``
+        pixels), ``answer_type``, ``m`` = ``n`` = None (no grid), ``mode``, ``question_type``
         and ``benchmark`` (the benchmark name), ``task`` (the row's task, else the benchmark name),
         ``image_id``, ``random`` (random-guess accuracy of the question; NaN for counting).
 
@@ -370,41 +372,26 @@ def rows_from_dataset(schema: BenchmarkSchema | str, dataset, *, think: bool = F
     for i, row in enumerate(dataset):
         where = f"{schema.name} ({origin}) row {i}"
         answer_type = row.get("answer_type") or schema.answer_type
-        if answer_type not in ("letter", "digit", "point"):
-            raise SchemaError(f"{where}: answer_type {answer_type!r} is not one of letter, digit, point.")
+        if answer_type not in _SOLUTIONS:
+            raise SchemaError(f"{where}: answer_type {answer_type!r} is not one of {', '.join(_SOLUTIONS)}.")
         image = _images(row["image"], where, base)
         first = image[0] if isinstance(image, list) else image
         raw = row[schema.question]
         if not isinstance(raw, str) or not raw.strip():
             raise SchemaError(f"{where}: {schema.question}={raw!r} is not a question text.")
         question = schema.template.format(**{schema.question: raw}) if schema.template else raw
-        if answer_type == "letter":
-            solution: Any = _letter(row[schema.solution], where, schema)
+        solution: Any = _SOLUTIONS[answer_type](row[schema.solution], where, schema, first.size)
+        if answers.get(answer_type).choice:
             k = _n_choices(row, question)
             if k >= 2 and string.ascii_uppercase.index(solution) >= k:
                 raise SchemaError(f"{where}: answer {solution!r} is not among the {k} options of the question.")
-        elif answer_type == "digit":
-            solution = _digit(row[schema.solution], where, schema)
-        else:
-            solution = _box(row[schema.solution], where, schema, first.size)
-        text = question + thinking_mode.suffix(answer_type)
-        slots = [{"type": "image"} for _ in range(len(image) if isinstance(image, list) else 1)]
-        record = {
-            "image": image,
-            "prompt": [{"role": "user", "content": [*slots, {"type": "text", "text": text}]}],
-            "solution": solution,
-            "answer_type": answer_type,
-            "m": 1,
-            "n": 1,
-            "think": thinking_mode.think,
-            "mode": thinking_mode.name,
-            "question_type": schema.name,
-            "benchmark": schema.name,
-            "task": str(row.get("task") or schema.name),
-            "image_id": str(next((row[k] for k in ("image_id", "idx", "filename", "file_name")
-                                  if row.get(k) is not None), f"{schema.name}:{i}")),
-            "random": _random_rate(answer_type, row, question, solution, image),
-        }
+        record = make_row(
+            image=image, text=question + thinking_mode.suffix(answer_type), solution=solution,
+            answer_type=answer_type, mode=thinking_mode.name, question_type=schema.name,
+            image_id=str(next((row[k] for k in ("image_id", "idx", "filename", "file_name")
+                               if row.get(k) is not None), f"{schema.name}:{i}")),
+            benchmark=schema.name, task=str(row.get("task") or schema.name),
+            random=_random_rate(answer_type, row, question, solution, image))
         for col in schema.optional:
             if col in row and col not in record:
                 record[col] = row[col]
@@ -441,11 +428,6 @@ def load_benchmark(name: str, path_or_id: str | Path | None = None, split: str |
     return rows_from_dataset(schema, dataset, think=think, mode=mode, limit=limit, origin=str(source), base=base)
 
 
-def default_max_new_tokens(answer_type: str) -> int:
-    """Non-thinking completion cap: 4 tokens for a letter, 8 for a count, 32 for a box."""
-    return {"letter": 4, "digit": 8}.get(answer_type, 32)
-
-
 def evaluate_downstream(
     model,
     processor,
@@ -468,7 +450,7 @@ def evaluate_downstream(
         thinks: thinking modes (bools or mode names); one block of rows per mode.
         split, limit: passed to :func:`load_benchmark`.
         batch_size, backend: passed to ``evaluate``.
-        max_new_tokens: non-thinking cap; None = :func:`default_max_new_tokens` of the answer type.
+        max_new_tokens: non-thinking cap; None = the answer type's (``jrl_core.answers.max_new_tokens``).
         max_new_tokens_think: cap for thinking modes (paper: 512).
 
     Returns:
@@ -492,7 +474,7 @@ def evaluate_downstream(
             if not rows:
                 continue
             cap = max_new_tokens_think if thinking_mode.think else (
-                max_new_tokens if max_new_tokens is not None else default_max_new_tokens(rows[0]["answer_type"]))
+                max_new_tokens if max_new_tokens is not None else answers.max_new_tokens(rows[0]["answer_type"]))
             res = evaluate(model, processor, rows, batch_size=batch_size, max_new_tokens=cap, progress=progress,
                            desc=f"{name} {mode}", backend=backend)
             block.append({"benchmark": name, "title": BENCHMARKS[name].title, "think": thinking_mode.think,

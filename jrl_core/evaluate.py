@@ -26,10 +26,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from jrl_core import rewards
+from jrl_core import answers, rewards
 from jrl_core.atomic import atomic_write_text
 from jrl_core.images import load_photos, sample_views
-from jrl_core.puzzles import PuzzleSpec, build_rows, random_baseline
+from jrl_core.puzzles import ANSWER_TYPE, PuzzleSpec, build_rows, random_baseline
 
 #: Puzzle sizes of Jigsaw-R1 Tables 1 and 7 (columns 2x1, 3x1, 4x1, 2x2).
 PAPER_SIZES: tuple[tuple[int, int], ...] = ((2, 1), (3, 1), (4, 1), (2, 2))
@@ -218,11 +218,11 @@ def evaluate(model, processor, rows: Sequence[dict], *, batch_size: int = 64, ma
     """
     completions = generate(model, processor, rows, batch_size=batch_size, max_new_tokens=max_new_tokens,
                            progress=progress, desc=desc, backend=backend)
-    cols = {k: [r[k] for r in rows] for k in ("solution", "answer_type", "m", "n", "think")}
+    cols = {k: [r.get(k) for r in rows] for k in ("solution", "answer_type", "m", "n", "mode")}
     acc = rewards.accuracy_reward(completions, **cols)
     fmt = rewards.format_reward(completions, **{k: v for k, v in cols.items() if k != "solution"})
     exact = [1.0 if (a >= 1.0) else 0.0 for a in acc]
-    letters = [rewards.parse_letter(rewards.extract_answer(c, bool(t))) for c, t in zip(completions, cols["think"], strict=False)]
+    letters = [rewards.parse_letter(rewards.extract_answer(c, mode=md)) for c, md in zip(completions, cols["mode"], strict=True)]
     table = pd.DataFrame({
         "image_id": [r.get("image_id", "") for r in rows],
         "m": cols["m"], "n": cols["n"], "question_type": [r.get("question_type", "") for r in rows],
@@ -248,11 +248,16 @@ def evaluate(model, processor, rows: Sequence[dict], *, batch_size: int = 64, ma
 
 
 def default_max_new_tokens(question_type: str, m: int, n: int) -> int:
-    """Non-thinking completion cap for a question: 4 tokens for one letter or number, and
-    ``4·m·n + 4`` for an m×n grid (indices, separators and line breaks, with room to spare)."""
-    if question_type == "full":
-        return 4 * m * n + 4
-    return 4
+    """Non-thinking completion cap for a puzzle question: the budget of its answer type
+    (``jrl_core.answers.max_new_tokens``: 4 tokens for a letter, 8 for a number, ``4·m·n + 4`` for an
+    m×n grid, 32 for a box).
+
+    Raises:
+        ValueError: unknown question type.
+    """
+    if question_type not in ANSWER_TYPE:
+        raise ValueError(f"unknown question_type {question_type!r}; use one of {', '.join(ANSWER_TYPE)}.")
+    return answers.max_new_tokens(ANSWER_TYPE[question_type], m, n)
 
 
 def _cell_name(size: str, question_type: str, mode: str) -> str:

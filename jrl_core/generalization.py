@@ -27,7 +27,7 @@ from typing import NamedTuple
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from jrl_core import perception
+from jrl_core import answers, perception
 from jrl_core.evaluate import evaluate
 from jrl_core.images import Photo, load_photos
 from jrl_core.modes import get_mode, mode_name
@@ -166,12 +166,8 @@ def suite_rows(name: str, n_items: int = 64, seed: int = 0, think: bool = False,
         image_size: view side in pixels (the nano model's ``image_size``).
 
     Returns:
-        ``n_items`` dicts: ``image`` (PIL RGB), ``prompt`` (``[{"role": "user", "content":
-        [{"type": "image"}, {"type": "text", "text": item.prompt_text(mode)}]}]``, the pretraining
-        wording), ``solution`` (the letter), ``answer_type`` ``"letter"``, ``m`` = ``n`` = 1,
-        ``think``, ``mode``, ``question_type`` ``"perception"``, ``task``, ``suite`` (family),
-        ``seen`` (:attr:`SuiteEntry.seen_in_pretraining`), ``image_id``, ``n_choices``, ``random``
-        (1/n_choices).
+        ``n_items`` rows (:meth:`jrl_core.perception.PerceptionItem.row`: the pretraining wording, a
+        letter answer, no grid) plus ``suite`` (family) and ``seen`` (:attr:`SuiteEntry.seen_in_pretraining`).
 
     Raises:
         ValueError: unknown family or mode, negative ``n_items``.
@@ -184,24 +180,8 @@ def suite_rows(name: str, n_items: int = 64, seed: int = 0, think: bool = False,
     items = make_suite_items(photos, n_items, seed=SEED_OFFSET + seed, tasks=entry.tasks, size=image_size)
     rows = []
     for i, it in enumerate(items):
-        rows.append({
-            "image": it.image,
-            "prompt": [{"role": "user", "content": [{"type": "image"},
-                                                    {"type": "text", "text": it.prompt_text(thinking_mode.name)}]}],
-            "solution": it.answer,
-            "answer_type": "letter",
-            "m": 1,
-            "n": 1,
-            "think": thinking_mode.think,
-            "mode": thinking_mode.name,
-            "question_type": "perception",
-            "task": it.task,
-            "suite": name,
-            "seen": entry.seen_in_pretraining,
-            "image_id": f"{source}:test:{name}:{seed}:{i}",
-            "n_choices": len(it.choices),
-            "random": 1.0 / len(it.choices),
-        })
+        rows.append(it.row(thinking_mode.name, image_id=f"{source}:test:{name}:{seed}:{i}", suite=name,
+                           seen=entry.seen_in_pretraining))
     return rows
 
 
@@ -250,7 +230,8 @@ def evaluate_suite(
             recorded in the model's ``nano.json`` (:func:`pretrained_tasks`), else
             ``perception.DEFAULT_TASKS``.
         batch_size, backend: passed to ``evaluate``.
-        max_new_tokens: default 4 without thinking, 256 with.
+        max_new_tokens: default without thinking the letter answer's budget
+            (``jrl_core.answers.max_new_tokens``, 4 tokens), with thinking 256.
 
     Returns:
         One row per family, then ``suite="SEEN"`` and ``suite="UNSEEN"`` rows (unweighted means
@@ -268,7 +249,8 @@ def evaluate_suite(
     seen_set = set(seen_tasks) if seen_tasks is not None else set(pretrained_tasks(model) or perception.DEFAULT_TASKS)
     mode = think if isinstance(think, str) else mode_name(None, think)
     thinking_mode = get_mode(mode)
-    cap = max_new_tokens if max_new_tokens is not None else (256 if thinking_mode.think else 4)
+    cap = max_new_tokens if max_new_tokens is not None else (
+        256 if thinking_mode.think else answers.max_new_tokens("letter"))  # suite rows answer a letter
     records = []
     for name in names:
         entry = SUITE[name]

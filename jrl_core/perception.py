@@ -30,6 +30,7 @@ from PIL import Image, ImageDraw, ImageEnhance
 
 from jrl_core.images import Photo, load_photos, render_view, sample_views, view_crop
 from jrl_core.modes import get_mode
+from jrl_core.rows import chat_prompt, make_row
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,13 @@ class PerceptionItem:
             f"{self.question}\n\nSelect the correct answer from the following {len(self.choices)} choices:\n\n"
             f"{opts}" + get_mode(mode).suffix("letter")
         )
+
+    def row(self, mode: str = "non_thinking", *, image_id: str = "", **extra):
+        """This item as a :class:`jrl_core.rows.Row` (letter answer, no grid; ``question_type``
+        ``"perception"``) with ``task``, ``n_choices`` and ``random`` (1/n_choices) columns."""
+        return make_row(image=self.image, text=self.prompt_text(mode), solution=self.answer, answer_type="letter",
+                        mode=mode, question_type="perception", image_id=image_id, task=self.task,
+                        n_choices=len(self.choices), random=1.0 / len(self.choices), **extra)
 
     def target(self, mode: str = "non_thinking", seed: int = 0) -> str:
         """The assistant turn the nano model is pretrained to produce: the bare letter, or for
@@ -433,8 +441,7 @@ def encode_sft(processor, items: Sequence[PerceptionItem], modes: Sequence[str] 
     texts, n_target = [], []
     for it, mode, sd in zip(items, modes, seeds, strict=True):
         target = it.target(mode, seed=sd)
-        msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": it.prompt_text(mode)}]},
-                {"role": "assistant", "content": target}]
+        msgs = [*chat_prompt(it.prompt_text(mode)), {"role": "assistant", "content": target}]
         texts.append(processor.apply_chat_template(msgs, tokenize=False).rstrip("\n"))
         n_target.append(len(tok(target, add_special_tokens=False)["input_ids"]) + 1)  # + <|im_end|>
     batch = processor(text=texts, images=[it.image for it in items], return_tensors="pt", padding=True)
@@ -457,9 +464,8 @@ def letter_accuracy(model, processor, items: Sequence[PerceptionItem], batch_siz
     with torch.no_grad():
         for s in range(0, len(items), batch_size):
             chunk = items[s:s + batch_size]
-            texts = [processor.apply_chat_template(
-                [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": it.prompt_text()}]}],
-                tokenize=False, add_generation_prompt=True) for it in chunk]
+            texts = [processor.apply_chat_template(chat_prompt(it.prompt_text()), tokenize=False,
+                                                   add_generation_prompt=True) for it in chunk]
             batch = processor(text=texts, images=[it.image for it in chunk], return_tensors="pt", padding=True)
             logits = model(**batch).logits[:, -1]
             pred = tok.convert_ids_to_tokens(logits.argmax(-1).tolist())
@@ -663,9 +669,7 @@ def thinking_format_share(model, processor, photos, tasks, size: int, k: int = 1
     from jrl_core.evaluate import generate
 
     items = make_items(photos, k, seed=20_011, tasks=tasks, size=size)
-    rows = [{"prompt": [{"role": "user", "content": [{"type": "image"},
-                                                     {"type": "text", "text": it.prompt_text("thinking")}]}],
-             "image": it.image} for it in items]
+    rows = [it.row("thinking") for it in items]
     outs = generate(model, processor, rows, max_new_tokens=96, progress=False)
     fmt = rewards.format_reward(outs, answer_type=["letter"] * k, m=[1] * k, n=[1] * k, think=[True] * k)
     acc = rewards.accuracy_reward(outs, solution=[it.answer for it in items], answer_type=["letter"] * k,

@@ -46,8 +46,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
+from jrl_core import answers
 from jrl_core.images import Photo, to_rgb
 from jrl_core.modes import MODES, ThinkingMode, get_mode
+from jrl_core.rows import make_row as new_row
 
 __all__ = [
     "ANSWER_TYPE",
@@ -705,10 +707,10 @@ def make_row(
         instruct: conversational prompt (instruct models) or plain string (base models).
 
     Returns:
-        ``{"image": PIL (shuffled), "prompt": [{"role": "user", "content": [{"type": "image"},
-        {"type": "text", "text": TEXT}]}] (or TEXT for base models), "solution": str, "answer_type":
-        str, "m": int, "n": int (after shuffle_mn), "think": bool, "question_type": str,
-        "image_id": str, "seed": int | str, "mode": str, "forward": bool}``. Solutions: full → the m×n
+        A :class:`jrl_core.rows.Row`: ``image`` (PIL, shuffled), ``prompt`` (``rows.chat_prompt(TEXT)``, or
+        TEXT for base models), ``solution`` (str), ``answer_type``, ``m``, ``n`` (after shuffle_mn),
+        ``question_type``, ``image_id``, ``mode`` (the thinking mode: the row's only thinking setting),
+        ``seed``, ``forward``. Solutions: full → the m×n
         grid text of the forward/backward permutation; pair/multiple → a letter; single → the
         position index as digits; box → ``"x1,y1,x2,y2"`` pixel ints. TRL's GRPOTrainer fills the
         ``{"type": "image"}`` slot from the ``image`` column.
@@ -747,23 +749,9 @@ def make_row(
             choices, solution = _candidate_grids(grid_text(truth, m, n), m, n, spec.choices, rng)
             question = question_text(m, n, "multiple", forward=spec.forward, masked=masked, choices=choices)
     text = build_prompt_text(question, spec, m=m, n=n, instruct=instruct)
-    prompt = (
-        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}] if instruct else text
-    )
-    return {
-        "image": shuffled,
-        "prompt": prompt,
-        "solution": solution,
-        "answer_type": spec.answer_type,
-        "m": m,
-        "n": n,
-        "think": spec.think,
-        "question_type": qt,
-        "image_id": image_id,
-        "seed": seed,
-        "mode": spec.thinking_mode.name,
-        "forward": spec.forward,
-    }
+    return new_row(image=shuffled, text=text, solution=solution, answer_type=spec.answer_type,
+                   mode=spec.thinking_mode.name, question_type=qt, image_id=image_id, m=m, n=n,
+                   instruct=instruct, seed=seed, forward=spec.forward)
 
 
 def item_seed(seed: int | str, i: int) -> int:
@@ -827,17 +815,14 @@ def random_baseline(question_type: str, m: int, n: int, n_c: int | None = None) 
     Raises:
         ValueError: ``"box"`` (continuous answer: no finite guess rate) or an unknown type.
 
-    Note: "multiple" assumes the Jigsaw-R1 default n_c = 4 when n_c is None.
+    Note: "multiple" assumes the Jigsaw-R1 default n_c = 4 when n_c is None. The rate itself is the
+    answer type's (``jrl_core.answers.AnswerType.random_rate``): here the question type only says how
+    many answers are possible.
     """
-    if question_type == "pair":
-        return 1 / _pair_n_c(m, n)
-    if question_type == "full":
-        return 1 / math.factorial(m * n)
-    if question_type == "single":
-        return 1 / (m * n)
-    if question_type == "multiple":
-        return 1 / (4 if n_c is None else n_c)
-    raise ValueError(
-        f"random_baseline: no random-guess rate for question_type {question_type!r}; "
-        "use 'pair', 'full', 'single' or 'multiple'."
-    )
+    options = {"pair": _pair_n_c(m, n), "single": m * n, "multiple": DEFAULT_N_C if n_c is None else n_c, "full": None}
+    if question_type not in options:
+        raise ValueError(
+            f"random_baseline: no random-guess rate for question_type {question_type!r}; "
+            "use 'pair', 'full', 'single' or 'multiple'."
+        )
+    return answers.random_rate(ANSWER_TYPE[question_type], m, n, n_options=options[question_type])

@@ -26,6 +26,8 @@ from transformers import TrainerCallback
 
 from jrl_core import rewards, runs
 from jrl_core.atomic import atomic_write_json, atomic_write_text
+from jrl_core.modes import get_mode
+from jrl_core.rows import LOGGED_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -191,7 +193,7 @@ class MetricsTable(TrainerCallback):
         return pd.DataFrame(self.rows)
 
 
-_META_COLUMNS = ("prompt_id", "solution", "answer_type", "m", "n", "think", "question_type", "mode")
+_META_COLUMNS = LOGGED_COLUMNS
 
 
 def centre_letter_advantages(advantages, letters: Sequence[str | None]):
@@ -243,7 +245,7 @@ def _trainer_classes():
         Every rollout of every step is appended to ``completion_log`` (JSON lines), one record
         per completion: ``step``, ``prompt_id``, ``completion`` (text), ``rewards`` (reward
         name -> value), ``advantage``, ``length_tokens``, ``length_chars`` and the row's
-        ``solution, answer_type, m, n, think, question_type, mode``. The reasoning analysis
+        ``solution, answer_type, m, n, question_type, mode`` (``jrl_core.rows.LOGGED_COLUMNS``). The reasoning analysis
         (:func:`jrl_core.reasoning.load_completion_log`) reads it. Only the main process writes.
         """
 
@@ -265,7 +267,7 @@ def _trainer_classes():
             if self.letter_centring:
                 texts = self.processing_class.batch_decode(out["completion_ids"], skip_special_tokens=True)
                 letters = [rewards.parse_letter(rewards.extract_answer(t, mode=x.get("mode"), think=x.get("think")))
-                           if x.get("answer_type") == "letter" else None for t, x in zip(texts, inputs, strict=True)]
+                           if rewards.answers.get(x.get("answer_type")).choice else None for t, x in zip(texts, inputs, strict=True)]
                 out["advantages"] = centre_letter_advantages(out["advantages"], letters)
             return out
 
@@ -499,7 +501,7 @@ def sft_rows(rows: list[dict], completions: list[str] | None = None) -> list[dic
 def _gold_text(row: dict) -> str:
     sol = row["solution"]
     ans = " ".join(str(x) for x in sol) if isinstance(sol, (list, tuple)) else str(sol)
-    return f"<answer>{ans}</answer>" if row.get("think") else ans
+    return f"<answer>{ans}</answer>" if get_mode(row["mode"]).think else ans
 
 
 def rejection_sample(model, processor, rows: list[dict], *, k: int = 4, max_new_tokens: int = 96,
@@ -527,7 +529,7 @@ def rejection_sample(model, processor, rows: list[dict], *, k: int = 4, max_new_
             outs = tok.batch_decode(gen[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
             for j, r in enumerate(chunk):
                 cands = outs[j * k:(j + 1) * k]
-                cols = {c: [r[c]] * k for c in ("answer_type", "m", "n", "think")}
+                cols = {c: [r.get(c)] * k for c in ("answer_type", "m", "n", "mode")}
                 acc = rewards.accuracy_reward(cands, solution=[r["solution"]] * k, **cols)
                 fmt = rewards.format_reward(cands, **cols)
                 good = [c for c, a, f in zip(cands, acc, fmt, strict=True) if a >= 1.0 and f >= 1.0]

@@ -48,13 +48,14 @@ def test_non_thinking_prompts_are_the_pretraining_wording():
 
 def test_thinking_rows_ask_for_think_and_answer_tags():
     row = generalization.suite_rows("brighter", 1, think=True, image_size=56)[0]
-    assert row["think"] is True and row["mode"] == "thinking"
+    assert "think" not in row and row["mode"] == "thinking"
+    assert row["m"] is None and row["n"] is None  # no grid
     assert row["prompt"][0]["content"][1]["text"].endswith(get_mode("thinking").suffix("letter"))
 
 
 def test_rows_are_scored_as_letters():
     rows = generalization.suite_rows("count_shapes", 8, image_size=56)
-    cols = {k: [r[k] for r in rows] for k in ("solution", "answer_type", "m", "n", "think")}
+    cols = {k: [r[k] for r in rows] for k in ("solution", "answer_type", "m", "n", "mode")}
     assert rewards.accuracy_reward([r["solution"] for r in rows], **cols) == [1.0] * 8
     wrong = [string.ascii_uppercase[(string.ascii_uppercase.index(r["solution"]) + 1) % r["n_choices"]] for r in rows]
     assert rewards.accuracy_reward(wrong, **cols) == [0.0] * 8

@@ -198,8 +198,8 @@ def test_make_row_is_conversational_with_image_slot():
     assert row["prompt"][0]["content"][0] == {"type": "image"}
     assert row_text(row).startswith("The input image is divided into 2x1 patches")
     assert row_text(row).endswith("Directly output the final answer. The final answer should be a single letter.")
-    assert set(row) == {"image", "prompt", "solution", "answer_type", "m", "n", "think", "question_type",
-                        "image_id", "seed", "mode", "forward"}
+    assert set(row) == {"image", "prompt", "solution", "answer_type", "m", "n", "question_type",
+                        "image_id", "seed", "mode", "forward"}  # the mode is the row's only thinking setting
 
 
 def test_full_row_solution_is_the_forward_grid():
@@ -329,3 +329,17 @@ def test_random_baseline_single_and_multiple_and_box():
     assert random_baseline("multiple", 2, 2) == 0.25 and random_baseline("multiple", 2, 2, n_c=8) == 0.125
     with pytest.raises(ValueError):
         random_baseline("box", 2, 2)
+
+
+def test_every_row_builder_uses_one_schema():
+    """Puzzle, perception-suite and benchmark rows share the keys of jrl_core.rows (no `think`, m/n only on grids)."""
+    from jrl_core import downstream, generalization, rows
+
+    puzzle = make_row(noise_image(40, 40), PuzzleSpec(m=2, n=1, mode="thinking"), seed=1, image_id="x")
+    suite = generalization.suite_rows("brighter", 1, mode="thinking", image_size=56)[0]
+    bench = downstream.rows_from_dataset("cv_bench", [{"image": noise_image(40, 40), "prompt": "Which? (A) a (B) b",
+                                                      "answer": "(A)"}], mode="thinking")[0]
+    for row in (puzzle, suite, bench):
+        assert set(rows.REQUIRED) <= set(row) and "think" not in row and row["mode"] == "thinking"
+        assert rows.prompt_text(row).endswith(get_mode("thinking").suffix(row["answer_type"]))
+    assert (puzzle["m"], puzzle["n"]) == (2, 1) and suite["m"] is None and bench["n"] is None
