@@ -97,8 +97,11 @@ def rows_digest(rows: list[dict]) -> str:
     return h.hexdigest()
 
 
-def _has_checkpoint(folder: Path) -> bool:
-    return any((p / "trainer_state.json").exists() for p in folder.glob("checkpoint-*"))
+def _last_checkpoint_step(folder: Path) -> int | None:
+    """Global step of the newest complete checkpoint in a trainer folder, or None."""
+    steps = [int(p.name.rsplit("-", 1)[-1]) for p in folder.glob("checkpoint-*")
+             if (p / "trainer_state.json").exists() and p.name.rsplit("-", 1)[-1].isdigit()]
+    return max(steps) if steps else None
 
 
 def run_experiment(exp: Experiment, run_dir: str | Path, *, model=None, processor=None, test=None,
@@ -121,7 +124,7 @@ def run_experiment(exp: Experiment, run_dir: str | Path, *, model=None, processo
         "sft_log": …, "test": the held-out rows, "eval_before"/"eval_after": EvalResult, "grid": DataFrame | None (rows: stage, size,
         question_type, accuracy, ci_low, ci_high, random, n, …), "metrics": the written record's dict,
         "model", "processor", "model_path", "view_size", "train_rows_sha256", "heldout_sha256",
-        "rejection_acceptance"}``.
+        "resumed_from_step" (None for a fresh GRPO stage), "rejection_acceptance"}``.
     Raises:
         ValueError / RuntimeError: from data building or training, with the field to change.
     """
@@ -189,10 +192,11 @@ def run_experiment(exp: Experiment, run_dir: str | Path, *, model=None, processo
         out["train_rows_sha256"] = rows_digest(rows)
         cb = exp.kl_callback(settings.steps)
         gdir = folder.trainer_dir("grpo")
+        out["resumed_from_step"] = _last_checkpoint_step(gdir) if resume else None
         trainer, out["grpo_log"] = train.train_grpo(
             model, processor, rows, settings, gdir, reward_names=names, callbacks=[cb] if cb else None,
             lora=exp.lora_settings(), freeze_vision=exp.freeze_vision, save_final=True,
-            resume_from_checkpoint=True if resume and _has_checkpoint(gdir) else None, **exp.trainer)
+            resume_from_checkpoint=True if out["resumed_from_step"] is not None else None, **exp.trainer)
         model = trainer.model.get_base_model() if exp.lora is not None else trainer.model  # LoRA: merged by save_final
     if not main:
         return out
@@ -219,7 +223,7 @@ def _record(exp: Experiment, out: dict, settings, skipped) -> runs.MetricsRecord
                "ci_after_low": a["ci_low"], "ci_after_high": a["ci_high"], "valid_after": a["valid"],
                "share_A_after": a["share_A"], "random": a["random"], "n_test": a["n"], "wall_s": out.get("wall_s"),
                "view_size": out["view_size"], "train_rows_sha256": out.get("train_rows_sha256"),
-               "heldout_sha256": out["heldout_sha256"]}
+               "heldout_sha256": out["heldout_sha256"], "resumed_from_step": out.get("resumed_from_step")}
     if b:
         metrics.update(ci_before_low=b["ci_low"], ci_before_high=b["ci_high"])
     log = out.get("grpo_log")

@@ -59,7 +59,8 @@ class GRPOSettings:
     bf16: bool = False  # the paper trains in bf16 on GPUs; CPUs run fp32
     gradient_checkpointing: bool = True  # recompute activations in the backward pass (fits 3B/7B on one GPU)
     letter_centring: bool = False  # bias control (not in the papers): see centre_letter_advantages
-    save_steps: int = 0  # 0 = only at the end
+    save_steps: int = 0  # checkpoint every this many steps; 0 = from save_fraction
+    save_fraction: float = 0.0  # checkpoint every this share of the steps (0.1 = ten checkpoints); 0 and save_steps 0 = none
     seed: int = 0
     report_to: tuple[str, ...] = ("tensorboard",)  # TRL logs to <output_dir>/runs too; () = table only
 
@@ -80,6 +81,7 @@ NANO = GRPOSettings(
     max_completion_length=8,  # one letter + end of turn
     max_grad_norm=1.0,
     gradient_checkpointing=False,  # a 2M-parameter model needs no memory saving; recomputing costs time
+    save_fraction=0.1,  # a killed run resumes losing at most 10% of its steps (checkpoints are ~25 MB here)
 )
 """The nano preset: same algorithm, sized for 2 CPU cores."""
 
@@ -131,6 +133,8 @@ def grpo_config(settings: GRPOSettings, output_dir: str | Path, **overrides):
             f"per_device_batch={per_device} × {world} process(es) must divide "
             f"prompts_per_step×num_generations={total} (the paper: 4 per GPU × 8 GPUs × 16 accumulation = 512)."
         )
+    save_every = settings.save_steps or (max(1, round(settings.steps * settings.save_fraction))
+                                         if settings.save_fraction > 0 else 0)
     kw = dict(
         output_dir=str(output_dir),
         max_steps=settings.steps,
@@ -155,8 +159,8 @@ def grpo_config(settings: GRPOSettings, output_dir: str | Path, **overrides):
         bf16=settings.bf16,
         gradient_checkpointing=settings.gradient_checkpointing,
         logging_steps=1,
-        save_strategy="steps" if settings.save_steps else "no",
-        save_steps=settings.save_steps or 500,
+        save_strategy="steps" if save_every else "no",
+        save_steps=save_every or 500,
         save_total_limit=2,  # paper-scale checkpoints with optimizer states are ~42 GiB (3B, ZeRO-2)
         seed=settings.seed,
         data_seed=settings.seed,
@@ -451,7 +455,9 @@ def _resolve_checkpoint(output_dir: Path, resume) -> Path | None:
     if not resume:
         return None
     if resume is True:
-        ckpts = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+        ckpts = sorted((p for p in output_dir.glob("checkpoint-*")  # complete ones: a kill may cut a save short
+                        if (p / "trainer_state.json").exists() and p.name.split("-")[-1].isdigit()),
+                       key=lambda p: int(p.name.split("-")[-1]))
         if not ckpts:
             raise FileNotFoundError(f"resume_from_checkpoint=True but {output_dir} has no checkpoint-*; "
                                     "set settings.save_steps so that runs leave checkpoints.")
