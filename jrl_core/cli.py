@@ -24,11 +24,28 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
+
+
+class UsageError(Exception):
+    """An expected error (a bad recipe, override, file or parameter): :func:`main` prints its message as
+    one line on stderr and exits with status 2, without a traceback."""
+
+
+@contextlib.contextmanager
+def expected(*errors: type[BaseException]) -> Iterator[None]:
+    """Turn ``errors`` raised inside the block into :class:`UsageError` (default: ``ValueError`` and
+    ``FileNotFoundError``); anything else keeps its traceback."""
+    caught = errors or (ValueError, FileNotFoundError)
+    try:
+        yield
+    except caught as e:
+        raise UsageError(" ".join(str(e).split()) or type(e).__name__) from e
 
 
 def subcommand(register: Callable[[argparse._SubParsersAction], None]) -> Callable:
@@ -69,13 +86,14 @@ def _add_study(sub: argparse._SubParsersAction) -> None:
 def _cmd_study(args: argparse.Namespace) -> int:
     from jrl_core.study import load_study, run_study
 
-    specs = load_study(args.study)
-    if args.only:
-        unknown = sorted(set(args.only) - {s.name for s in specs})
-        if unknown:
-            raise ValueError(f"--only: unknown run name(s) {unknown}; known: {[s.name for s in specs]}")
-        specs = [s for s in specs if s.name in set(args.only)]
-    results = run_study(specs, args.reports, force=args.force)
+    with expected():
+        specs = load_study(args.study)
+        if args.only:
+            unknown = sorted(set(args.only) - {s.name for s in specs})
+            if unknown:
+                raise ValueError(f"--only: unknown run name(s) {unknown}; known: {[s.name for s in specs]}")
+            specs = [s for s in specs if s.name in set(args.only)]
+        results = run_study(specs, args.reports, force=args.force)
     _print_summary(results)
     print(f"index: {Path(args.reports).resolve() / 'index.html'}")
     return min(sum(r.status != "ok" for r in results), 100)
@@ -92,7 +110,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar=("KEY", "VALUE"),
-        help="papermill parameter; VALUE is parsed as YAML (numbers, bools, lists work)",
+        help="papermill parameter declared in the notebook's parameters cell; VALUE is parsed as YAML "
+        "(numbers, bools, lists work; a parameter whose default is a string keeps the text)",
     )
     p.add_argument("--name", help="run name / report directory (default: the notebook's stem)")
     p.add_argument("--reports", default="reports", help="reports directory (default: reports)")
@@ -100,14 +119,14 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    import yaml
+    from jrl_core.config import notebook_overrides
+    from jrl_core.study import RunSpec, execute_run, resolve_notebook, write_index
 
-    from jrl_core.study import RunSpec, execute_run, write_index
-
-    parameters = {key: yaml.safe_load(value) for key, value in args.parameter}
-    spec = RunSpec(notebook=args.notebook, name=args.name or Path(args.notebook).stem, parameters=parameters)
-    result = execute_run(spec, args.reports)
-    index = write_index(args.reports)
+    with expected():
+        parameters = notebook_overrides(resolve_notebook(args.notebook), args.parameter)
+        spec = RunSpec(notebook=args.notebook, name=args.name or Path(args.notebook).stem, parameters=parameters)
+        result = execute_run(spec, args.reports)
+        index = write_index(args.reports)
     _print_summary([result])
     print(f"report: {result.html_path}\nindex: {index.resolve()}")
     return 0 if result.ok else 1
@@ -123,7 +142,8 @@ def _add_index(sub: argparse._SubParsersAction) -> None:
 def _cmd_index(args: argparse.Namespace) -> int:
     from jrl_core.study import write_index
 
-    print(write_index(args.reports).resolve())
+    with expected():
+        print(write_index(args.reports).resolve())
     return 0
 
 
@@ -134,22 +154,27 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe field, e.g. --set grpo.steps=10 --set mode=thinking (YAML values)")
     p.add_argument("--out", help="run folder (default: runs/<recipe name>)")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved experiment and settings, train nothing")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the recipe, print the resolved experiment and settings, load and train nothing")
     p.set_defaults(func=_cmd_train)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    """Load and check the recipe (exit 2 with one line on any bad value), check the model can be opened
+    (a hub id without network fails in seconds), then run it; errors while training keep their traceback."""
     import json
 
-    from jrl_core.experiment import load_recipe, run_experiment
+    from jrl_core.config import check_model_reachable, load_recipe
 
-    exp = load_recipe(args.recipe, args.overrides)
+    with expected():
+        exp = load_recipe(args.recipe, args.overrides)
     if args.dry_run:
-        import dataclasses
-
-        print(json.dumps({"experiment": exp.to_dict(), "grpo": dataclasses.asdict(exp.grpo_settings())},
-                         indent=2, default=str))
+        print(json.dumps({"experiment": exp.to_dict(), **exp.plan.to_dict()}, indent=2, default=str))
         return 0
+    with expected():
+        check_model_reachable(exp.model)
+    from jrl_core.experiment import run_experiment
+
     out = run_experiment(exp, args.out or Path("runs") / exp.name)
     print(json.dumps({"before": out["before"], "after": out["after"]}, indent=2))
     return 0
@@ -172,13 +197,15 @@ def main(argv: list[str] | None = None) -> int:
 
     Returns:
         Exit status: for ``study`` the number of failed runs (capped at 100), for ``run``
-        1 if the notebook failed, else 0. Bad study files or arguments exit with status 2.
+        1 if the notebook failed, else 0. Expected errors (bad arguments, recipe, override, study
+        file or notebook parameter; a model that cannot be reached) exit with status 2 and one
+        line ``jrl COMMAND: error: …`` on stderr; unexpected errors keep their traceback.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as e:
+    except UsageError as e:
         parser.exit(2, f"jrl {args.command}: error: {e}\n")
 
 

@@ -98,7 +98,7 @@ class BenchmarkSchema:
         hub_id: default ``datasets`` id (the reference's).
         question: column with the question text (options included, for multiple choice).
         solution: column with the answer.
-        answer_type: ``"letter"``, ``"digit"`` or ``"point"`` (``jrl_core.rewards``).
+        answer_type: ``"letter"``, ``"digit"`` or ``"point"`` (``jrl_core.answers``).
         solution_help: what a valid answer looks like (for error messages).
         optional: columns kept in the rows when present.
         template: format string applied to the question column (``{<question column>}``), or ""

@@ -135,7 +135,7 @@ def _entry(name: str) -> SuiteEntry:
 
 
 def make_suite_items(photos: list[Photo], k: int, *, seed: int, tasks: Sequence[str],
-                     size: int = 112) -> list[PerceptionItem]:
+                     size: int) -> list[PerceptionItem]:
     """``k`` labelled questions on views of ``photos``, deterministic per ``seed``.
 
     Perception tasks only: exactly ``perception.make_items`` (the pretraining generator). With a
@@ -153,7 +153,7 @@ def make_suite_items(photos: list[Photo], k: int, *, seed: int, tasks: Sequence[
 
 
 def suite_rows(name: str, n_items: int = 64, seed: int = 0, think: bool = False, *, mode: str | None = None,
-               source: str = "skimage", image_size: int = 112) -> list[dict]:
+               source: str = "skimage", image_size: int) -> list[dict]:
     """Rows of one suite family on the held-out test photos, in the puzzle-row format.
 
     Args:
@@ -163,7 +163,7 @@ def suite_rows(name: str, n_items: int = 64, seed: int = 0, think: bool = False,
         think: Jigsaw-R1 thinking prompt (``<think>``/``<answer>``) or the non-thinking one; ignored
             when ``mode`` (a ``jrl_core.modes.MODES`` name) is given.
         source: photo source (``jrl_core.images.load_photos``); its ``"test"`` split is used.
-        image_size: view side in pixels (the nano model's ``image_size``).
+        image_size: view side in pixels, the model's input side (``jrl_core.nano.view_size(processor)``).
 
     Returns:
         ``n_items`` rows (:meth:`jrl_core.perception.PerceptionItem.row`: the pretraining wording, a
@@ -211,7 +211,7 @@ def evaluate_suite(
     seed: int = 0,
     think: bool | str = False,
     source: str = "skimage",
-    image_size: int = 112,
+    image_size: int | None = None,
     seen_tasks: Sequence[str] | None = None,
     batch_size: int = 64,
     max_new_tokens: int | None = None,
@@ -224,7 +224,8 @@ def evaluate_suite(
         model, processor: as for ``jrl_core.evaluate.generate``.
         names: families (keys of :data:`SUITE`); default all.
         n_items: questions per family (the same set for every model at a given seed).
-        seed, source, image_size: see :func:`suite_rows`.
+        seed, source: see :func:`suite_rows`; image_size: view side (None: the processor's,
+            ``jrl_core.nano.view_size``).
         think: False/True (Jigsaw-R1 non-thinking/thinking) or a mode name.
         seen_tasks: the model's pretraining tasks, deciding the ``seen`` column; default the tasks
             recorded in the model's ``nano.json`` (:func:`pretrained_tasks`), else
@@ -251,6 +252,10 @@ def evaluate_suite(
     thinking_mode = get_mode(mode)
     cap = max_new_tokens if max_new_tokens is not None else (
         256 if thinking_mode.think else answers.max_new_tokens("letter"))  # suite rows answer a letter
+    if image_size is None:
+        from jrl_core.nano import view_size
+
+        image_size = view_size(processor)
     records = []
     for name in names:
         entry = SUITE[name]

@@ -6,7 +6,7 @@ App. I, code ``generate_instruction``; Think-or-Not-Think §3, App. E.3). A ques
 
 * its prompt suffix (``separator + instruction [+ format line]``, :meth:`ThinkingMode.suffix`);
 * its answer extraction (:meth:`ThinkingMode.extract`): the first ``<answer>`` block, the stripped
-  output, or the raw output;
+  output, or the raw output (the answer type, ``jrl_core.answers``, then reads the value);
 * its format rule (:meth:`ThinkingMode.layout_ok`): the tag layout the whole output must have;
 * its default rewards and weights (names in ``jrl_core.rewards.REWARDS``).
 
@@ -29,24 +29,22 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from jrl_core import answers
+
 __all__ = [
-    "ANSWER_TYPES",
     "EXTRACTIONS",
     "LAYOUTS",
     "MODES",
     "ThinkingMode",
-    "format_line",
+    "answer_block",
     "get_mode",
     "mode_name",
+    "tag_block",
 ]
 
-#: The five answer types of protocol §2/§5.
-ANSWER_TYPES = ("grid", "letter", "digit", "box", "point")
-
-_ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 #: Layout name → (full-match regex, tags that must each occur exactly once, optional tag pairs that
 #: may occur zero or one time each). ``None``: no format rule. ``"direct"``: the bare answer (checked
-#: by the answer-type validator in ``jrl_core.rewards``).
+#: by the answer type's bare rule, ``jrl_core.answers.AnswerType.is_bare``).
 _LAYOUTS: dict[str, tuple[re.Pattern, tuple[str, ...], tuple[str, ...]] | None] = {
     "think_answer": (
         re.compile(r"<think>.*?</think>\s*<answer>.*?</answer>", re.DOTALL),
@@ -81,7 +79,7 @@ class ThinkingMode:
             it is the ``think`` column of a dataset row; True for every tagged mode).
         separator: text between the question and the instruction (``"\\n\\n"`` for Jigsaw-R1,
             ``"\\n "`` for CLS-RL / No-Thinking-RL, ``" "`` for Think-After-Answer).
-        format_line: whether the answer-type format line (:func:`format_line`) follows the instruction
+        format_line: whether the answer-type format line (``jrl_core.answers.format_line``) follows the instruction
             (Jigsaw-R1 only; the other studies' prompts end with their instruction).
         layout: the format rule, one of :data:`LAYOUTS` (``"none"``: no format reward).
         extraction: how the answer is read, one of :data:`EXTRACTIONS`.
@@ -123,15 +121,16 @@ class ThinkingMode:
         """The text appended to a question: ``separator + instruction [+ format line]``.
 
         Args:
-            answer_type: one of :data:`ANSWER_TYPES`.
+            answer_type: one of ``jrl_core.answers.ANSWER_TYPES``.
             m, n: grid rows/columns, required for ``"grid"``.
 
         Raises:
-            ValueError: unknown answer type or missing m/n for a grid (see :func:`format_line`).
+            ValueError: unknown answer type or missing m/n for a grid (see
+                ``jrl_core.answers.format_line``).
 
         Source: protocol §3; Jigsaw-R1 code ``generate_instruction``.
         """
-        line = format_line(answer_type, m, n) if self.format_line else ""
+        line = answers.format_line(answer_type, m, n) if self.format_line else ""
         return self.separator + self.instruction + line
 
     def extract(self, text: str) -> str:
@@ -139,12 +138,11 @@ class ThinkingMode:
 
         ``answer_tag``: the content of the FIRST ``<answer>…</answer>``, stripped, or the whole
         output stripped when there is none; ``strip``: the output stripped; ``raw``: unchanged.
+        Linear in the length of ``text``.
         """
         if self.extraction == "answer_tag":
-            match = _ANSWER_RE.search(text)
-            if match:
-                return match.group(1).strip()
-            return text.strip()
+            block = answer_block(text)
+            return (text if block is None else block).strip()
         if self.extraction == "strip":
             return text.strip()
         return text
@@ -280,29 +278,27 @@ def get_mode(name: str | bool | ThinkingMode) -> ThinkingMode:
         ) from None
 
 
-def format_line(answer_type: str, m: int | None = None, n: int | None = None) -> str:
-    """The published format line for an answer type (protocol §3).
+def tag_block(text: str, tag: str) -> str | None:
+    """The content of the first ``<tag>…</tag>`` of ``text`` (unstripped), or None when there is none.
+
+    The same block as ``re.search(r"<tag>(.*?)</tag>", text, re.DOTALL)`` (the first opening tag that
+    is closed later, up to the first closing tag after it), found with two ``str.find`` calls: linear
+    in ``len(text)`` where that regex is quadratic on repeated opening tags.
 
     Args:
-        answer_type: ``"grid"`` | ``"letter"`` | ``"digit"`` | ``"box"`` | ``"point"``.
-        m, n: grid rows and columns (positive ints), required for ``"grid"``.
-
-    Returns:
-        e.g. ``"The final answer should be a single letter."`` (no trailing newline).
-
-    Raises:
-        ValueError: unknown answer type, or ``"grid"`` without m and n.
-
-    Source: protocol §3; Jigsaw-R1 App. I / code ``generate_instruction``.
+        text: a completion.
+        tag: the tag name without brackets, e.g. ``"answer"``, ``"think"``.
     """
-    if answer_type == "grid":
-        if m is None or n is None:
-            raise ValueError("format_line('grid') needs the grid size: pass m and n (rows, columns).")
-        return f"The final answer should be the position indexes arranged in a {m}x{n} grid."
-    if answer_type == "digit":
-        return "The final answer should be a single number."
-    if answer_type == "letter":
-        return "The final answer should be a single letter."
-    if answer_type in ("box", "point"):
-        return "The final answer should be bounding box coordinates, formatted as integers and separated by comma."
-    raise ValueError(f"unknown answer_type {answer_type!r}; expected one of {', '.join(ANSWER_TYPES)}.")
+    opening, closing = f"<{tag}>", f"</{tag}>"
+    start = text.find(opening)
+    if start < 0:
+        return None
+    start += len(opening)
+    end = text.find(closing, start)
+    return None if end < 0 else text[start:end]
+
+
+def answer_block(text: str) -> str | None:
+    """The content of the first ``<answer>…</answer>`` (unstripped; protocol §4), or None; see
+    :func:`tag_block`."""
+    return tag_block(text, "answer")

@@ -386,7 +386,7 @@ adjacent_v 0.52, adjacent_h 0.47 (chance 0.5)."""
 
 
 def make_items(photos: list[Photo], k: int, *, seed: int, tasks: Sequence[str] = DEFAULT_TASKS,
-               size: int = 112, generators: dict | None = None, rng_prefix: str = "perception") -> list[PerceptionItem]:
+               size: int, generators: dict | None = None, rng_prefix: str = "perception") -> list[PerceptionItem]:
     """``k`` labelled questions on random views of ``photos``, deterministic per ``seed``.
 
     Item i uses task ``tasks[i % len(tasks)]`` (balanced), a view of photo

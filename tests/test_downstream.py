@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from jrl_core import downstream, evaluate, nano, rewards
-from jrl_core.modes import format_line, get_mode
+from jrl_core.answers import format_line
+from jrl_core.modes import get_mode
 
 W, H = 64, 48
 
@@ -99,7 +100,7 @@ def test_every_schema_loads_into_puzzle_rows(local):
         assert [r["solution"] for r in rows] == expected[name], name
         for r in rows:
             assert r["answer_type"] == downstream.BENCHMARKS[name].answer_type
-            assert r["benchmark"] == name and r["m"] == 1 and r["n"] == 1 and r["think"] is False
+            assert r["benchmark"] == name and r["m"] is None and r["n"] is None and r["mode"] == "non_thinking"
             content = r["prompt"][0]["content"]
             images = r["image"] if isinstance(r["image"], list) else [r["image"]]
             assert all(isinstance(i, Image.Image) and i.mode == "RGB" for i in images)
@@ -113,7 +114,7 @@ def test_prompt_is_the_question_plus_the_mode_suffix(local):
     question = _cv_bench()[0]["prompt"]
     assert plain["prompt"][0]["content"][-1]["text"] == question + get_mode("non_thinking").suffix("letter")
     assert thinking["prompt"][0]["content"][-1]["text"] == question + get_mode("thinking").suffix("letter")
-    assert thinking["think"] is True and thinking["mode"] == "thinking"
+    assert thinking["mode"] == "thinking"
     cls = downstream.load_benchmark("cv_bench", local["cv_bench"], mode="cls_rl_thinking")[0]
     assert cls["prompt"][0]["content"][-1]["text"].endswith("final answer in <answer> </answer> tags.")
 
@@ -121,16 +122,16 @@ def test_prompt_is_the_question_plus_the_mode_suffix(local):
 def test_right_answers_score_one_and_wrong_answers_zero(local):
     for name, path in local.items():
         rows = downstream.load_benchmark(name, path)
-        cols = {k: [r[k] for r in rows] for k in ("solution", "answer_type", "m", "n", "think")}
+        cols = {k: [r[k] for r in rows] for k in ("solution", "answer_type", "m", "n", "mode")}
         assert rewards.accuracy_reward([_right(r) for r in rows], **cols) == [1.0] * len(rows), name
         assert rewards.accuracy_reward([_wrong(r) for r in rows], **cols) == [0.0] * len(rows), name
         thought = [f"<think>hmm</think> <answer>{_right(r)}</answer>" for r in rows]
-        assert rewards.accuracy_reward(thought, **{**cols, "think": [True] * len(rows)}) == [1.0] * len(rows)
+        assert rewards.accuracy_reward(thought, **{**cols, "mode": ["thinking"] * len(rows)}) == [1.0] * len(rows)
 
 
 def test_screenspot_scores_the_predicted_box_centre_in_the_gt_box(local):
     row = downstream.load_benchmark("screenspot", local["screenspot"])[0]  # gt 10,5,30,20
-    cols = {k: [row[k]] for k in ("solution", "answer_type", "m", "n", "think")}
+    cols = {k: [row[k]] for k in ("solution", "answer_type", "m", "n", "mode")}
     assert rewards.accuracy_reward(["0,0,40,30"], **cols) == [1.0]  # bigger box, centre (20, 15) inside
     assert rewards.accuracy_reward(["28,18,60,40"], **cols) == [0.0]  # overlaps, centre (44, 29) outside
 

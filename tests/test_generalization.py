@@ -87,7 +87,7 @@ def test_new_family_bigger_shape_is_balanced_and_answerable():
 
 def test_unknown_family_lists_the_known_ones():
     with pytest.raises(ValueError, match="same_photo"):
-        generalization.suite_rows("imagenet", 2)
+        generalization.suite_rows("imagenet", 2, image_size=56)
 
 
 def test_evaluate_suite_reports_accuracy_chance_and_seen_flags(nano_dir):

@@ -3,9 +3,13 @@ jrl_core.rewards; protocol §3-5, Think-or-Not-Think §3)."""
 
 from __future__ import annotations
 
-import pytest
+import re
 
-from jrl_core.modes import MODES, ThinkingMode, get_mode
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from jrl_core.modes import MODES, ThinkingMode, answer_block, get_mode, tag_block
 from jrl_core.puzzles import PuzzleSpec, build_prompt_text, make_row
 from jrl_core.rewards import (
     accuracy_reward,
@@ -69,9 +73,9 @@ def test_base_model_prompt_prefills_think_only_for_think_first_modes():
 
 
 def test_every_mode_makes_rows_with_its_mode_column():
-    for name, mode in MODES.items():
+    for name in MODES:
         row = make_row(_image(), PuzzleSpec(m=2, n=1, question_type="pair", mode=name), seed=0)
-        assert row["mode"] == name and row["think"] == mode.think
+        assert row["mode"] == name
 
 
 def _image():
@@ -155,3 +159,20 @@ def test_mode_column_overrides_think_and_think_still_works_alone():
     assert accuracy_reward(["<think>x</think><answer>B</answer>"], ["B"], ["letter"], [2], [1], [True]) == [1.0]
     with pytest.raises(ValueError, match="mode"):
         accuracy_reward(["B"], ["B"], ["letter"], [2], [1])
+
+
+# ---------------------------------------------------------------- linear tag scans (§4 semantics kept)
+
+_TAG_PIECES = ["<answer>", "</answer>", "<think>", "</think>", "<reason>", "</reason>", "x", " ", "\n", "A", "<", ">"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_TAG_PIECES), max_size=20).map("".join), st.sampled_from(["answer", "think", "reason"]))
+def test_tag_block_is_the_first_lazy_regex_match(text, tag):
+    match = re.search(rf"<{tag}>(.*?)</{tag}>", text, re.DOTALL)
+    assert tag_block(text, tag) == (match.group(1) if match else None)
+
+
+def test_answer_block_takes_the_first_closed_block():
+    assert answer_block("<answer>A<answer>B</answer></answer>") == "A<answer>B"
+    assert answer_block("<answer>unclosed") is None

@@ -53,7 +53,7 @@ def test_no_question_is_a_jigsaw_question(photos):
 
 def test_unknown_task_is_named_in_the_error(photos):
     with pytest.raises(ValueError, match="no_such_task"):
-        perception.make_items(photos, 2, seed=0, tasks=["no_such_task"])
+        perception.make_items(photos, 2, seed=0, tasks=["no_such_task"], size=56)
 
 
 def _seam_jump(img, axis):

@@ -1,9 +1,10 @@
-"""Reasoning analysis (protocol §8; Jigsaw-R1 App. H, Finding 3.3; Think-or-Not-Think §2.4):
-keyword detectors, judge interface, think/answer consistency, lengths, loaders, analyse()."""
+"""Reasoning analysis (jrl_core.analysis; protocol §8; Jigsaw-R1 App. H, Finding 3.3; Think-or-Not-Think
+§2.4): keyword detectors, judge interface, think/answer consistency, lengths, loaders, analyse()."""
 
 import io
 import json
 import math
+import time
 import urllib.error
 
 import pandas as pd
@@ -11,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jrl_core import reasoning as R
+from jrl_core import analysis as R
 
 # ---------------------------------------------------------------- keyword detectors
 
@@ -287,6 +288,20 @@ def test_consistency_summary_shares_and_accuracies():
     assert summary["reasoning_accuracy_inconsistent"] == 0.5
 
 
+@pytest.mark.parametrize("unit", ["<think>", "<reason>", "(A", "\n(A)", "answer ", "answer is option ", "1", "1,", "1 ",
+                                  "A ", " "])
+def test_consistency_reads_a_megabyte_of_adversarial_reasoning_in_linear_time(unit):
+    body = unit * ((1 << 20) // len(unit))
+    frame = pd.DataFrame({"completion": [body, f"<think>{body}</think><answer>A</answer>", f"{body}</think>"] * 2,
+                          "answer_type": ["letter"] * 3 + ["box"] * 3, "m": None, "n": None, "solution": "A"})
+    start = time.perf_counter()
+    R.consistency_table(frame.iloc[:3])
+    R.consistency_table(frame.iloc[3:].assign(solution="1,2,3,4"))
+    R.consistency(f"<think>{body}</think><answer>1 2 3 4</answer>", "grid", 2, 2)
+    R.consistency(f"<think>{body}</think><answer>3</answer>", "digit")
+    assert time.perf_counter() - start < 5.0
+
+
 # ---------------------------------------------------------------- lengths
 
 
@@ -323,12 +338,22 @@ def test_load_completion_log_flattens_rewards_and_adds_size(tmp_path):
 
 def test_load_completion_log_malformed_line_names_file_and_line(tmp_path):
     log = tmp_path / "completions.jsonl"
-    log.write_text(_record(0, "x", 1.0) + "\n" + '{"step": 1, "completion": "cut' + "\n")
+    log.write_text(_record(0, "x", 1.0) + "\n" + '{"step": 1, "completion": "cut' + "\n" + _record(2, "y", 0.0) + "\n")
     with pytest.raises(ValueError, match=r"completions\.jsonl, line 2: malformed JSON"):
         R.load_completion_log(tmp_path)
     log.write_text('{"step": 1}\n')
     with pytest.raises(ValueError, match="line 1: no 'completion'"):
         R.load_completion_log(tmp_path)
+
+
+def test_load_completion_log_skips_a_torn_last_line(tmp_path):
+    (tmp_path / "completions.jsonl").write_text(_record(0, "x", 1.0) + "\n" + '{"step": 1, "completion": "cut')
+    assert R.load_completion_log(tmp_path)["step"].tolist() == [0]
+
+
+def test_load_completion_log_keeps_columns_of_older_logs(tmp_path):
+    (tmp_path / "completions.jsonl").write_text(_record(0, "x", 1.0) + "\n")
+    assert R.load_completion_log(tmp_path)["think"].tolist() == [True]
 
 
 def test_load_completion_log_missing_is_a_clear_error(tmp_path):

@@ -1,5 +1,6 @@
 """Rewards never raise and stay in [0, 1] on any text, in every mode (protocol §5), including
-adversarial near-misses; plus a long fuzz run (``-m slow``)."""
+adversarial near-misses; every parser is linear (1 MB adversarial strings in milliseconds); plus a long
+fuzz run (``-m slow``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jrl_core.modes import MODES
-from jrl_core.rewards import REWARDS
+from jrl_core.rewards import REWARDS, extract_answer, format_ok
 
 CASES = [("letter", "B", 2, 1), ("grid", "2 1\n4 3", 2, 2), ("digit", "3", 2, 2), ("box", "1,2,30,40", 2, 2),
          ("point", "1,2,30,40", 2, 2), ("grid", "1 2 3", 1, 3)]
@@ -80,3 +81,47 @@ def test_long_fuzz_run_100k_strings():
             assert isinstance(value, float) and 0.0 <= value <= 1.0, (text, value)
     elapsed = time.perf_counter() - start
     print(f"\nfuzzed {count} strings x {len(REWARDS)} rewards x 2 forms in {elapsed:.1f} s")
+
+
+# ---------------------------------------------------------------- linear time on adversarial megabytes
+
+MEGABYTE = 1 << 20
+#: Seconds one 1 MB string may take through every reward, extraction and format check of one answer
+#: type and mode (each takes milliseconds; the quadratic parsers took 22-51 s on 16-80 kB).
+BOUND_S = 5.0
+UNITS = ["<answer>", "</answer>", "<think>", "</think>", "<reason>", "<think></think>", "<answer></answer>", "1", "9",
+         "1,", "1, ", "1,\n", "1 ", "2 1\n", "A", "b", "(A)", "(", " ", "\n", "`", ";", "answer ", "<answer>1,"]
+WRAPS = ["{}", "<think>x</think><answer>{}", "<think>x</think><answer>{}</answer>", "<answer>{}</answer><reason>x",
+         "{}</think><answer>1,2,3,4</answer>"]
+
+
+def megabyte(unit: str, wrap: str = "{}") -> str:
+    return wrap.format(unit * (MEGABYTE // len(unit)))
+
+
+def run_everything(text: str, case: tuple, mode: str) -> float:
+    """Seconds to extract, check the format (paper and strict) and score ``text`` with every reward."""
+    answer_type, solution, m, n = case
+    start = time.perf_counter()
+    extract_answer(text, mode=mode)
+    format_ok(text, answer_type, m, n, mode=mode)
+    format_ok(text, answer_type, m, n, mode=mode, strict=True)
+    for func in REWARDS.values():
+        func([text], solution=[solution], answer_type=[answer_type], m=[m], n=[n], mode=[mode])
+    return time.perf_counter() - start
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}-{c[2]}x{c[3]}")
+@pytest.mark.parametrize("text", [megabyte("<answer>"), megabyte("1"), megabyte("1,"), megabyte("<think>"),
+                                  megabyte("1", "<think>x</think><answer>{}</answer>")],
+                         ids=["open-tags", "digit-run", "comma-list", "think-tags", "tagged-digit-run"])
+def test_known_quadratic_inputs_are_read_in_linear_time(text, case):
+    for mode in MODES:
+        assert run_everything(text, case, mode) < BOUND_S
+
+
+@settings(max_examples=25, deadline=None)
+@given(unit=st.lists(st.sampled_from(UNITS), min_size=1, max_size=3).map("".join), wrap=st.sampled_from(WRAPS),
+       case=st.sampled_from(CASES), mode=st.sampled_from(sorted(MODES)))
+def test_any_repeated_megabyte_is_read_in_linear_time(unit, wrap, case, mode):
+    assert run_everything(megabyte(unit, wrap), case, mode) < BOUND_S

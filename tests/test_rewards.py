@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from jrl_core.modes import MODES
 from jrl_core.rewards import (
     PAPER_REWARD_WEIGHTS,
     REWARDS,
@@ -23,6 +24,7 @@ from jrl_core.rewards import (
     parse_digit,
     parse_grid,
     parse_letter,
+    strict_format_reward,
 )
 
 
@@ -118,7 +120,6 @@ def test_unknown_answer_type_raises():
 def test_thinking_format_requires_whole_string_and_valid_answer():
     assert fmt("<think>hmm</think>\n<answer>B</answer>", "letter", think=True) == 1.0
     assert fmt("<think>hmm</think><answer>B</answer> trailing", "letter", think=True) == 0.0
-    assert fmt("<think>hmm</think><answer>B or C</answer>", "letter", think=True) == 0.0
     assert fmt("<think>x</think><answer>2 1\n3 4</answer>", "grid", 2, 2, think=True) == 1.0
     assert fmt("<think>x</think><answer>12</answer>", "digit", think=True) == 1.0
     assert fmt("<think>x</think><answer>1,2,3,4</answer>", "box", think=True) == 1.0
@@ -131,6 +132,75 @@ def test_non_thinking_format_per_answer_type():
     assert fmt("12", "digit") == 1.0 and fmt("12.", "digit") == 0.0
     assert fmt("2 1\n3 4", "grid", 2, 2) == 1.0 and fmt("2 1 3", "grid", 2, 2) == 0.0
     assert fmt("1, 2, 3, 4", "box") == 1.0 and fmt("1 2 3 4", "box") == 0.0
+
+
+@pytest.mark.parametrize("text", [
+    "<think>x</think><answer>(A)</answer>",
+    "<think></think><answer>The answer is A.</answer>",
+    "<think>x</think>\n<answer>B or B</answer>",
+])
+def test_paper_format_extracts_the_letter_first_then_checks_it(text):
+    assert fmt(text, "letter", think=True) == 1.0
+
+
+@pytest.mark.parametrize("text", [
+    "<think>x</think><answer>(A)</answer>",
+    "<think></think><answer>The answer is A.</answer>",
+    "<think>x</think>\n<answer>B or B</answer>",
+])
+def test_strict_format_variant_asks_for_the_bare_letter(text):
+    assert strict_format_reward([text], ["letter"], think=[True]) == [0.0]
+
+
+def test_strict_format_is_registered_and_not_a_default():
+    assert get_reward("strict_format") is strict_format_reward
+    assert all("strict_format" not in mode.rewards for mode in MODES.values())
+    assert "not the paper's rule" in strict_format_reward.__doc__
+
+
+# Answer content → (paper format in a tagged mode, strict format in a tagged mode, non-thinking format of
+# the same text). The paper's rule: extract the value (protocol §4), then check it (§5).
+FORMAT_CASES = [
+    ("letter", "A", 1, 1, 1), ("letter", "(A)", 1, 0, 0), ("letter", "The answer is A.", 1, 0, 0),
+    ("letter", "b", 0, 0, 0), ("letter", "", 0, 0, 0),
+    ("digit", "3", 1, 1, 1), ("digit", "position 3", 1, 0, 0), ("digit", "3.", 1, 0, 0), ("digit", "three", 0, 0, 0),
+    ("grid", "2 1\n4 3", 1, 1, 1), ("grid", "```\n2 1\n4 3\n```", 1, 1, 1), ("grid", "2 1 4", 0, 0, 0),
+    ("grid", "grid: 2 1 4 3", 0, 0, 0),
+    ("box", "1, 2, 30, 40", 1, 1, 1), ("box", "box (1,2,30,40)", 1, 1, 1), ("box", "1 2 30 40", 0, 0, 0),
+    ("point", "1, 2, 30, 40", 1, 1, 1), ("point", "at 1,2,30,40", 1, 1, 1), ("point", "1, 2, 30", 0, 0, 0),
+]
+WRAP = {
+    "think_answer": "<think>x</think><answer>{}</answer>",
+    "answer_reason": "<answer>{}</answer><reason>x</reason>",
+    "think_optional": "<answer>{}</answer>",
+    "direct": "{}",
+    "none": "{}",
+}
+
+
+def _expected(layout: str, tagged: int, direct: int) -> float:
+    return {"none": 1.0, "direct": float(direct)}.get(layout, float(tagged))
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+@pytest.mark.parametrize(("answer_type", "content", "paper", "strict", "direct"), FORMAT_CASES)
+def test_format_reward_extracts_then_validates_in_every_mode(mode, answer_type, content, paper, strict, direct):
+    layout = MODES[mode].layout
+    size = (2, 2) if answer_type == "grid" else (None, None)  # m, n are only read for grids
+    columns = {"answer_type": [answer_type], "m": [size[0]], "n": [size[1]], "mode": [mode]}
+    text = WRAP[layout].format(content)
+    assert format_reward([text], **columns) == [_expected(layout, paper, direct)]
+    assert strict_format_reward([text], **columns) == [_expected(layout, strict, direct)]
+
+
+def test_grid_format_without_m_and_n_is_a_clear_error():
+    with pytest.raises(ValueError, match="m and n"):
+        format_reward(["2 1"], ["grid"], mode=["non_thinking"])
+
+
+def test_rewards_read_the_mode_column_without_think_or_grid_size():
+    assert accuracy_reward(["<think>x</think><answer>(A)</answer>"], ["A"], ["letter"], mode=["thinking"]) == [1.0]
+    assert format_reward(["<answer>B</answer><reason>x</reason>"], ["letter"], mode=["think_after_answer"]) == [1.0]
 
 
 def test_paper_weights_are_one_and_a_half():

@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from jrl_core import experiment, nano, reasoning, runs, schedules, train
+from jrl_core import analysis, experiment, nano, runs, schedules, train
 from jrl_core.images import load_photos, sample_views
 from jrl_core.puzzles import PuzzleSpec, build_rows
 
@@ -33,7 +33,7 @@ def test_completion_log_has_every_rollout_with_rewards_and_row_columns(nano_dir,
     s = dataclasses.replace(TINY_GRPO, steps=2)
     train.train_grpo(model, processor, rows_for(8), s, tmp_path, reward_names=("accuracy", varied_reward),
                      save_final=False)
-    log = reasoning.load_completion_log(tmp_path)
+    log = analysis.load_completion_log(tmp_path)
     assert len(log) == 2 * 2 * 4  # steps × prompts × G
     assert sorted(log["step"].unique()) == [1, 2]
     assert {"prompt_id", "completion", "reward_accuracy", "reward_varied", "advantage", "length_tokens",
@@ -132,9 +132,9 @@ def test_resumed_run_repeats_the_uninterrupted_data_order_and_kl_schedule(nano_d
     full = run(tmp_path / "full")
     run(tmp_path / "cut", extra=[StopAt(2)])
     assert (tmp_path / "cut" / "checkpoint-2").exists()
-    assert reasoning.load_completion_log(tmp_path / "cut")["step"].max() == 2
+    assert analysis.load_completion_log(tmp_path / "cut")["step"].max() == 2
     resumed = run(tmp_path / "cut", resume=True)
-    a, b = reasoning.load_completion_log(tmp_path / "full"), reasoning.load_completion_log(tmp_path / "cut")
+    a, b = analysis.load_completion_log(tmp_path / "full"), analysis.load_completion_log(tmp_path / "cut")
     assert len(a) == len(b) == 4 * 2 * 4
     assert a.groupby("step")["prompt_id"].apply(sorted).to_dict() == b.groupby("step")["prompt_id"].apply(sorted).to_dict()
     sizes = {step: set(zip(g["m"], g["n"], strict=True)) for step, g in b.groupby("step")}
