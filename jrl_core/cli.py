@@ -156,6 +156,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="run folder (default: runs/<recipe name>)")
     p.add_argument("--dry-run", action="store_true",
                    help="check the recipe, print the resolved experiment and settings, load and train nothing")
+    p.add_argument("--restart", action="store_true",
+                   help="start the GRPO stage over instead of resuming from the run folder's last checkpoint")
     p.set_defaults(func=_cmd_train)
 
 
@@ -175,8 +177,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         check_model_reachable(exp.model)
     from jrl_core.experiment import run_experiment
 
-    out = run_experiment(exp, args.out or Path("runs") / exp.name)
-    print(json.dumps({"before": out["before"], "after": out["after"]}, indent=2))
+    out = run_experiment(exp, args.out or Path("runs") / exp.name, resume=not args.restart)
+    print(json.dumps({"before": out["before"], "after": out["after"],
+                      "resumed_from_step": out.get("resumed_from_step")}, indent=2))
     return 0
 
 

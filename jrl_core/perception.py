@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw, ImageEnhance
 
+from jrl_core import answers
 from jrl_core.images import Photo, load_photos, render_view, sample_views, view_crop
 from jrl_core.modes import get_mode
 from jrl_core.rows import chat_prompt, make_row
@@ -63,7 +64,8 @@ class PerceptionItem:
         ``"perception"``) with ``task``, ``n_choices`` and ``random`` (1/n_choices) columns."""
         return make_row(image=self.image, text=self.prompt_text(mode), solution=self.answer, answer_type="letter",
                         mode=mode, question_type="perception", image_id=image_id, task=self.task,
-                        n_choices=len(self.choices), random=1.0 / len(self.choices), **extra)
+                        n_choices=len(self.choices), random=answers.random_rate("letter", n_options=len(self.choices)),
+                        **extra)
 
     def target(self, mode: str = "non_thinking", seed: int = 0) -> str:
         """The assistant turn the nano model is pretrained to produce: the bare letter, or for

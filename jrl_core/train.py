@@ -250,7 +250,7 @@ def _trainer_classes():
         per completion: ``step``, ``prompt_id``, ``completion`` (text), ``rewards`` (reward
         name -> value), ``advantage``, ``length_tokens``, ``length_chars`` and the row's
         ``solution, answer_type, m, n, question_type, mode`` (``jrl_core.rows.LOGGED_COLUMNS``). The reasoning analysis
-        (:func:`jrl_core.reasoning.load_completion_log`) reads it. Only the main process writes.
+        (:func:`jrl_core.analysis.load_completion_log`) reads it. Only the main process writes.
         """
 
         def __init__(self, *args, completion_log: str | Path | None = None, letter_centring: bool = False,
