@@ -13,6 +13,13 @@ parameters). Each run executes one notebook with papermill into ``<reports>/<nam
 ``<reports>/index.html`` lists every run and is rebuilt after every run, so a study
 killed midway still leaves a valid index. Every file this module writes is written
 atomically (temporary file in the same directory, then ``os.replace``).
+
+A run is "ok" only when its outputs are there. :func:`execute_run` first writes ``run.json``
+with status ``"running"`` (before it touches anything else in the folder), and writes the final
+record last, listing the files the run produced (``outputs``). :func:`run_study` reuses a run
+("ok (cached)") only when its record says ``ok``, its hash matches and every listed output still
+exists; a run killed midway (its record still says ``running``) is run again. Each run can have a
+wall-clock limit (``timeout_s``: study YAML, :class:`RunSpec`, or the ``timeout_s`` argument).
 """
 
 from __future__ import annotations
@@ -23,10 +30,12 @@ import hashlib
 import html
 import importlib.metadata
 import json
+import logging
 import math
 import os
 import platform
 import re
+import socket
 import subprocess
 import tempfile
 import time
@@ -41,6 +50,8 @@ import yaml
 from jrl_core import runs
 from jrl_core.atomic import atomic_write_json, atomic_write_text
 
+_log = logging.getLogger(__name__)
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 """Repository root: notebooks execute with this as their working directory."""
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
@@ -54,8 +65,8 @@ RUN_RECORD_FILE = "run.json"
 REPORT_FILE = "index.html"
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_RUN_KEYS = {"notebook", "name", "parameters"}
-_STUDY_KEYS = {"runs", "defaults", "description"}
+_RUN_KEYS = {"notebook", "name", "parameters", "timeout_s"}
+_STUDY_KEYS = {"runs", "defaults", "description", "timeout_s"}
 _VERSIONED_PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "papermill", "numpy")
 
 
@@ -70,11 +81,17 @@ class RunSpec:
             ``[A-Za-z0-9][A-Za-z0-9._-]*``.
         parameters: papermill parameters injected into the notebook (JSON-serialisable);
             ``run_dir`` is added by :func:`execute_run` and must not be given here.
+        timeout_s: wall-clock limit in seconds for executing the notebook, counted from the start
+            of execution (kernel start-up included), or None for no limit. When it fires, the
+            running cell is stopped, the kernel shut down and the run recorded as failed with a
+            message saying so. Not part of
+            :func:`run_hash` (a finished run stays finished whatever its limit was).
     """
 
     notebook: str
     name: str
     parameters: dict = field(default_factory=dict)
+    timeout_s: float | None = None
 
 
 @dataclass
@@ -87,6 +104,8 @@ class RunResult:
         run_dir: ``<reports_dir>/<name>``.
         record: the content of ``run.json``.
         skipped: True when :func:`run_study` reused a finished run with the same hash.
+        note: why :func:`run_study` ran it again although a record was there (e.g. ``"previous
+            attempt was interrupted ..."``), else None.
     """
 
     name: str
@@ -94,6 +113,7 @@ class RunResult:
     run_dir: Path
     record: dict
     skipped: bool = False
+    note: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -134,6 +154,14 @@ def _check_name(name: Any, where: str = "run name") -> None:
             f"{where} {name!r} is not a valid run name: use letters, digits, '.', '_', '-' "
             "(it becomes a directory name)"
         )
+
+
+def _check_timeout(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{where} {value!r} is not a valid timeout: give seconds > 0 (e.g. 3600), or null for none")
+    return float(value)
 
 
 def resolve_notebook(notebook: str | os.PathLike, notebooks_dir: str | os.PathLike | None = None) -> Path:
@@ -198,10 +226,12 @@ def load_study(path_or_name: str | os.PathLike) -> list[RunSpec]:
 
         description: optional free text
         defaults: {seed: 0}            # optional; merged under each run's parameters
+        timeout_s: 7200                # optional; wall-clock limit per run in seconds (default none)
         runs:
           - notebook: rq1_jigsaw.ipynb # relative to notebooks/
             name: rq1_jigsaw_2x1_pair  # report directory name
             parameters: {}             # optional; overrides defaults
+            timeout_s: 600             # optional; overrides the study's timeout_s
 
     Args:
         path_or_name: a path to a YAML file, or a study name resolved to
@@ -228,6 +258,7 @@ def load_study(path_or_name: str | os.PathLike) -> list[RunSpec]:
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, dict):
         raise ValueError(f"{path}: 'defaults' must be a mapping, got {type(defaults).__name__}")
+    study_timeout = _check_timeout(data.get("timeout_s"), f"{path}: 'timeout_s'")
     runs = data.get("runs")
     if not isinstance(runs, list) or not runs:
         raise ValueError(f"{path}: 'runs' must be a non-empty list, got {runs!r}")
@@ -256,7 +287,8 @@ def load_study(path_or_name: str | os.PathLike) -> list[RunSpec]:
         merged = {**defaults, **params}
         if "run_dir" in merged:
             raise ValueError(f"{where}: 'parameters.run_dir' is reserved (injected by the study runner)")
-        specs.append(RunSpec(notebook=run["notebook"], name=run["name"], parameters=merged))
+        timeout = _check_timeout(run["timeout_s"], f"{where}: 'timeout_s'") if "timeout_s" in run else study_timeout
+        specs.append(RunSpec(notebook=run["notebook"], name=run["name"], parameters=merged, timeout_s=timeout))
     return specs
 
 
@@ -365,6 +397,104 @@ def _error_notebook(spec: RunSpec, message: str) -> Any:
     return nb
 
 
+_TEMP_SUFFIX = ".tmp"
+
+
+def _remove_stale_temp_files(run_dir: Path, name: str) -> list[Path]:
+    """Delete the temporary files a killed run of ``name`` left in ``run_dir``: its papermill output
+    (``.NAME.*.tmp.ipynb``) and half-written atomic writes of the files this module and
+    :func:`jrl_core.runs.write_metrics` write (``.FILE.*.tmp``). Returns the removed paths."""
+    patterns = [f".{name}.*.tmp.ipynb"] + [
+        f".{f}.*{_TEMP_SUFFIX}" for f in (RUN_RECORD_FILE, REPORT_FILE, f"{name}.ipynb", METRICS_FILE)
+    ]
+    removed = []
+    for pattern in patterns:
+        for path in run_dir.glob(pattern):
+            if path.is_file():
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
+
+
+def _expected_outputs(record: dict) -> list[str]:
+    """Files a finished run's folder must still hold for the run to count as done.
+
+    Records written since ``outputs`` exists list them; older records need the report, the executed
+    notebook and, when they carry metrics, ``metrics.json``.
+    """
+    outputs = record.get("outputs")
+    if isinstance(outputs, list) and all(isinstance(o, str) for o in outputs):
+        return list(outputs)
+    name = str(record.get("name", ""))
+    expected = [REPORT_FILE, f"{name}.ipynb"]
+    if record.get("metrics"):
+        expected.append(METRICS_FILE)
+    return expected
+
+
+def _pid_alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but is not ours
+        return True
+    return True
+
+
+def _is_interrupted(record: dict) -> bool:
+    """True for a ``running`` record whose process is gone; a record written on another host is not
+    judged (False)."""
+    if record.get("status") != "running":
+        return False
+    if record.get("host") not in (None, socket.gethostname()):
+        return False  # cannot tell from here
+    return not _pid_alive(record.get("pid"))
+
+
+def cached_record(
+    spec: RunSpec, reports_dir: str | os.PathLike = "reports", notebooks_dir: str | os.PathLike | None = None
+) -> tuple[dict | None, str]:
+    """Whether :func:`run_study` may reuse the finished run of ``spec`` instead of running it again.
+
+    Reusable means: ``run.json`` is readable, says status ``ok``, has the current :func:`run_hash`,
+    and every output it lists (the report, the executed notebook, ``metrics.json`` when the notebook
+    wrote one last time) still exists and is not empty.
+
+    Returns:
+        ``(record, "")`` when reusable, else ``(None, reason)`` with a short sentence saying why not
+        (no record, unreadable record, interrupted or failed attempt, changed notebook or
+        parameters, missing outputs).
+
+    Raises:
+        FileNotFoundError: the notebook does not exist.
+    """
+    run_dir = Path(reports_dir) / spec.name
+    if not (run_dir / RUN_RECORD_FILE).exists():
+        return None, "no run record yet"
+    record, problem = load_run_record(run_dir)
+    if record is None:
+        return None, f"run record unreadable ({problem})"
+    status = record.get("status")
+    if status == "running":
+        return None, (
+            f"previous attempt (started {record.get('started')}, pid {record.get('pid')}) did not finish: "
+            "it was interrupted or is still running"
+        )
+    if status != "ok":
+        return None, f"previous attempt ended with status {status!r}"
+    if record.get("hash") != run_hash(spec, notebooks_dir):
+        return None, "notebook or parameters changed"
+    missing = [
+        f for f in _expected_outputs(record) if not (run_dir / f).is_file() or (run_dir / f).stat().st_size == 0
+    ]
+    if missing:
+        return None, f"outputs missing or empty: {', '.join(missing)}"
+    return record, ""
+
+
 def execute_run(
     spec: RunSpec,
     reports_dir: str | os.PathLike = "reports",
@@ -372,6 +502,7 @@ def execute_run(
     kernel_name: str | None = None,
     progress: bool = True,
     notebooks_dir: str | os.PathLike | None = None,
+    timeout_s: float | None = None,
 ) -> RunResult:
     """Execute one notebook with papermill and write its report and run record.
 
@@ -379,11 +510,20 @@ def execute_run(
     with ``spec.parameters`` plus ``run_dir`` (absolute path of ``<reports_dir>/<name>``,
     str) injected after its ``parameters`` cell. Writes, atomically, into ``run_dir``:
     ``<name>.ipynb`` (executed notebook), ``index.html`` (self-contained "lab" HTML,
-    figures as base64 PNG) and ``run.json`` (record; see module doc). A stale
-    ``metrics.json`` from an earlier run is removed before executing.
+    figures as base64 PNG) and ``run.json`` (record; see module doc).
+
+    Order, so that a run killed at any point is never taken for finished: (1) temporary
+    files left by a killed earlier attempt are removed; (2) ``run.json`` is replaced by a
+    ``"running"`` record (name, hash, started, pid, host); (3) the stale ``metrics.json`` is
+    removed and the notebook executed; (4) notebook and HTML are written; (5) the final record,
+    with ``outputs`` (the files present: notebook, report, ``metrics.json`` if written), is
+    written last.
 
     A notebook that raises does not raise here: its partial executed notebook and HTML
-    (with the traceback) are still written and the run is recorded as ``failed``.
+    (with the traceback) are still written and the run is recorded as ``failed``. The same
+    holds when the wall-clock limit fires: the running cell is stopped, the kernel shut down
+    and ``error`` says ``"timed out after N s ..."`` (``timed_out`` is true in the record).
+    A ``KeyboardInterrupt`` records status ``"interrupted"`` and is re-raised.
 
     Args:
         spec: the run.
@@ -392,12 +532,14 @@ def execute_run(
             with this interpreter (``sys.executable``) when the kernelspec says ``python``.
         progress: show papermill's per-cell progress bar.
         notebooks_dir: where relative notebook paths are resolved (default ``notebooks/``).
+        timeout_s: wall-clock limit in seconds for executing the notebook (kernel start-up
+            included; overrides ``spec.timeout_s``); None uses ``spec.timeout_s``.
 
     Returns:
         The :class:`RunResult`.
 
     Raises:
-        ValueError: invalid run name, or ``run_dir`` given as a parameter.
+        ValueError: invalid run name or timeout, or ``run_dir`` given as a parameter.
         FileNotFoundError: the notebook does not exist.
     """
     import nbformat
@@ -406,10 +548,29 @@ def execute_run(
     _check_name(spec.name)
     if "run_dir" in spec.parameters:
         raise ValueError(f"run {spec.name!r}: parameter 'run_dir' is reserved (injected by the study runner)")
+    limit = _check_timeout(timeout_s if timeout_s is not None else spec.timeout_s, f"run {spec.name!r}: timeout_s")
     notebook = resolve_notebook(spec.notebook, notebooks_dir)
     digest = run_hash(spec, notebooks_dir)
     run_dir = Path(reports_dir).resolve() / spec.name
     run_dir.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temp_files(run_dir, spec.name)
+
+    started, t0 = _now(), time.perf_counter()
+    kernel = kernel_name or "python3"
+    base = {
+        "name": spec.name,
+        "notebook": spec.notebook,
+        "parameters": spec.parameters,
+        "hash": digest,
+        "kernel": kernel,
+        "timeout_s": limit,
+        "started": started,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+    }
+    # Mark the run as started before anything in its folder changes: until the final record
+    # replaces this one, the run is not finished, whatever files are there.
+    atomic_write_json(run_dir / RUN_RECORD_FILE, {**base, "status": "running", "error": None})
     (run_dir / METRICS_FILE).unlink(missing_ok=True)
 
     out_path = run_dir / f"{spec.name}.ipynb"
@@ -417,30 +578,49 @@ def execute_run(
     os.close(fd)
     tmp_nb = Path(tmp_name)
 
-    started, t0 = _now(), time.perf_counter()
     error: str | None = None
+    timed_out = False
     nb = None
     # Progress bars inside a batch run print at most one line a minute, so that a report is not
     # buried under thousands of tqdm updates (the kernel inherits the environment; tqdm >= 4.66
     # reads TQDM_* defaults from it). An explicit setting of the user's wins.
     os.environ.setdefault("TQDM_MININTERVAL", "60")
+    engine_kwargs: dict[str, Any] = {}
+    if limit is not None:
+        deadline = time.monotonic() + limit
+        # nbclient asks for each cell's timeout: what is left of the run's budget (a small positive
+        # number once it is spent, since 0 would mean "no limit").
+        engine_kwargs["timeout_func"] = lambda cell: max(0.01, deadline - time.monotonic())
     try:
         nb = papermill.execute_notebook(
             str(notebook),
             str(tmp_nb),
             parameters={**spec.parameters, "run_dir": str(run_dir)},
-            kernel_name=kernel_name or "python3",
+            kernel_name=kernel,
             progress_bar=progress,
             cwd=str(REPO_ROOT),
+            **engine_kwargs,
         )
     except papermill.PapermillExecutionError as e:
         error = f"{e.ename}: {e.evalue} (cell {e.exec_count})"
-    except Exception as e:  # kernel died, bad notebook, ...: record and go on
-        error = f"{type(e).__name__}: {e}"
+    except Exception as e:  # kernel died, bad notebook, cell timeout, ...: record and go on
+        if limit is not None and isinstance(e, TimeoutError):
+            timed_out = True
+            error = (
+                f"timed out after {limit:g} s (wall-clock limit timeout_s of run {spec.name!r}); the running cell "
+                "was stopped and the kernel shut down. Raise timeout_s in the study YAML (per run or study-wide) "
+                "or in the call, or make the notebook cheaper."
+            )
+        else:
+            error = f"{type(e).__name__}: {e}"
         if not tmp_nb.stat().st_size:
-            nb = _error_notebook(spec, traceback.format_exc())
-    except BaseException:  # KeyboardInterrupt: leave no temporary file behind
+            nb = _error_notebook(spec, error if timed_out else traceback.format_exc())
+    except BaseException as e:  # KeyboardInterrupt: leave no temporary file and no "running" record behind
         tmp_nb.unlink(missing_ok=True)
+        atomic_write_json(
+            run_dir / RUN_RECORD_FILE,
+            {**base, "status": "interrupted", "error": f"{type(e).__name__} during execution", "finished": _now()},
+        )
         raise
     wall_s = time.perf_counter() - t0
     finished = _now()
@@ -450,41 +630,85 @@ def execute_run(
             nb = nbformat.read(tmp_nb, as_version=4)
         except Exception:
             nb = _error_notebook(spec, error or "no executed notebook")
+    if timed_out:  # say so at the top of the report: the stopped cell itself shows no error
+        nb.cells.insert(0, nbformat.v4.new_markdown_cell(f"**Run stopped: {html.escape(error or '')}**"))
     tmp_nb.unlink(missing_ok=True)
     atomic_write_text(out_path, nbformat.writes(nb))
     atomic_write_text(run_dir / REPORT_FILE, _render_html(nb, spec.name))
 
     metrics, skipped_inputs, metrics_error = read_notebook_metrics(run_dir)
+    outputs = [f for f in (out_path.name, REPORT_FILE, METRICS_FILE) if (run_dir / f).is_file()]
     record = {
-        "name": spec.name,
-        "notebook": spec.notebook,
-        "parameters": spec.parameters,
-        "hash": digest,
+        **base,
         "status": "failed" if error else "ok",
         "error": error,
+        "timed_out": timed_out,
         "git": git_info(),
         "versions": package_versions(),
         "hardware": hardware_info(),
-        "kernel": kernel_name or "python3",
-        "started": started,
         "finished": finished,
         "wall_s": round(wall_s, 3),
+        "outputs": outputs,
         "metrics": metrics,
         "skipped_inputs": skipped_inputs,
     }
     if metrics_error:
         record["metrics_error"] = metrics_error
-    atomic_write_json(run_dir / RUN_RECORD_FILE, record)
+    atomic_write_json(run_dir / RUN_RECORD_FILE, record)  # last: from now on the run counts as finished
     return RunResult(name=spec.name, status=record["status"], run_dir=run_dir, record=record)
 
 
-def read_run_record(run_dir: str | os.PathLike) -> dict | None:
-    """The ``run.json`` of a run directory, or None if missing or unreadable."""
-    try:
-        data = json.loads((Path(run_dir) / RUN_RECORD_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+def _unencodable(value: Any, where: str = "") -> str | None:
+    """Where ``value`` (JSON data) holds a string that is not valid Unicode (a lone surrogate), else None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return where or "a value"
         return None
-    return data if isinstance(data, dict) else None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            found = _unencodable(k, f"{where}.<key>") or _unencodable(v, f"{where}.{k}" if where else str(k))
+            if found:
+                return found
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found = _unencodable(v, f"{where}[{i}]")
+            if found:
+                return found
+    return None
+
+
+def load_run_record(run_dir: str | os.PathLike) -> tuple[dict | None, str | None]:
+    """The ``run.json`` of a run directory, with the reason when it cannot be used.
+
+    Returns:
+        ``(record, None)``, or ``(None, reason)`` when the file is missing, unreadable, not JSON,
+        not a JSON object, or holds text that is not valid Unicode (e.g. a lone surrogate escape
+        ``"\\ud800"``, which cannot be written into an HTML page).
+    """
+    path = Path(run_dir) / RUN_RECORD_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None, f"{RUN_RECORD_FILE} missing"
+    except (OSError, ValueError) as e:
+        return None, f"{type(e).__name__}: {e}"
+    if not isinstance(data, dict):
+        return None, f"expected a JSON object, got {type(data).__name__}"
+    bad = _unencodable(data)
+    if bad:
+        return None, f"field {bad!r} holds text that is not valid Unicode (a lone surrogate)"
+    return data, None
+
+
+def read_run_record(run_dir: str | os.PathLike) -> dict | None:
+    """The ``run.json`` of a run directory, or None if missing or unreadable (see :func:`load_run_record`)."""
+    return load_run_record(run_dir)[0]
+
+
+_ORDINARY_RERUNS = {"forced", "no run record yet", "notebook or parameters changed",
+                    "previous attempt ended with status 'failed'"}
 
 
 def run_study(
@@ -495,11 +719,15 @@ def run_study(
     kernel_name: str | None = None,
     progress: bool = True,
     notebooks_dir: str | os.PathLike | None = None,
+    timeout_s: float | None = None,
 ) -> list[RunResult]:
     """Execute the runs of a study in order, rebuilding ``<reports_dir>/index.html`` after each.
 
-    A run whose ``run.json`` has status ``ok`` and the same :func:`run_hash` is skipped
-    (``RunResult.skipped``) unless ``force``. Failed runs do not stop the study.
+    A run is reused (``RunResult.skipped``, "ok (cached)") only when :func:`cached_record` says so:
+    status ``ok``, the same :func:`run_hash`, and its outputs still on disk; otherwise, or with
+    ``force``, it is executed again. A run whose earlier attempt was killed (its record still says
+    ``running``) or lost outputs is executed again and a warning says why (``RunResult.note``).
+    Failed runs do not stop the study.
 
     Args:
         specs: the runs (e.g. from :func:`load_study`); names must be unique.
@@ -508,12 +736,14 @@ def run_study(
         kernel_name: passed to :func:`execute_run`.
         progress: show progress bars (over runs, and papermill's over cells).
         notebooks_dir: where relative notebook paths are resolved (default ``notebooks/``).
+        timeout_s: wall-clock limit in seconds for every run, overriding each ``RunSpec.timeout_s``
+            (e.g. from a command-line flag); None keeps the runs' own limits.
 
     Returns:
         One :class:`RunResult` per spec, in order.
 
     Raises:
-        ValueError: duplicate or invalid run names.
+        ValueError: duplicate or invalid run names, or an invalid timeout.
         FileNotFoundError: a notebook does not exist (checked before anything runs).
     """
     from tqdm.auto import tqdm
@@ -522,8 +752,10 @@ def run_study(
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ValueError(f"duplicate run names: {dupes}")
+    _check_timeout(timeout_s, "timeout_s")
     for s in specs:
         _check_name(s.name)
+        _check_timeout(s.timeout_s, f"run {s.name!r}: timeout_s")
         resolve_notebook(s.notebook, notebooks_dir)
 
     reports = Path(reports_dir).resolve()
@@ -531,20 +763,20 @@ def run_study(
     bar = tqdm(specs, desc="study", unit="run", disable=not progress)
     for spec in bar:
         bar.set_postfix_str(spec.name)
-        previous = read_run_record(reports / spec.name)
-        if (
-            not force
-            and previous is not None
-            and previous.get("status") == "ok"
-            and previous.get("hash") == run_hash(spec, notebooks_dir)
-        ):
+        previous, reason = (None, "forced") if force else cached_record(spec, reports, notebooks_dir)
+        if previous is not None:
             results.append(RunResult(spec.name, "ok", reports / spec.name, previous, skipped=True))
         else:
-            results.append(
-                execute_run(
-                    spec, reports, kernel_name=kernel_name, progress=progress, notebooks_dir=notebooks_dir
-                )
+            note = None
+            if reason not in _ORDINARY_RERUNS:  # interrupted, lost outputs, unreadable record: say so
+                note = reason
+                _log.warning("run %s: %s; running it again", spec.name, reason)
+            result = execute_run(
+                spec, reports, kernel_name=kernel_name, progress=progress, notebooks_dir=notebooks_dir,
+                timeout_s=timeout_s,
             )
+            result.note = note
+            results.append(result)
         write_index(reports)
     bar.close()
     if not specs:
@@ -566,6 +798,7 @@ tr:hover td { background: #f6f8fa; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 code, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: .9em; }
 .ok { color: #1a7f37; font-weight: 600; } .failed { color: #cf222e; font-weight: 600; }
+.running { color: #9a6700; font-weight: 600; } .muted { color: #656d76; }
 .err { color: #cf222e; font-size: .85em; } .dirty { color: #9a6700; }
 ul.metrics { list-style: none; margin: 0; padding: 0; }
 a { color: #0969da; text-decoration: none; } a:hover { text-decoration: underline; }
@@ -573,7 +806,10 @@ a { color: #0969da; text-decoration: none; } a:hover { text-decoration: underlin
 
 
 def _esc(value: Any) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
+    # Text that is not valid Unicode (lone surrogates) is shown as \\udcXX escapes instead of
+    # making the page unwritable as UTF-8.
+    text = html.escape("" if value is None else str(value), quote=True)
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def format_value(value: Any) -> str:
@@ -625,14 +861,82 @@ def _commit_cell(git: Any) -> str:
     return out
 
 
+def _skipped_cell(skipped: Any) -> str:
+    """Photo files skipped while loading, by reason: a ``SkipRecord.to_dict()`` (``{"skipped": {reason:
+    count}, "total", "examples"}``) or a plain ``{reason: count}``; examples in the tooltip."""
+    if not isinstance(skipped, dict) or not skipped:
+        return ""
+    counts = skipped.get("skipped") if isinstance(skipped.get("skipped"), dict) else {
+        k: v for k, v in skipped.items() if k not in ("total", "examples")
+    }
+    counts = {k: v for k, v in counts.items() if v}
+    if not counts:
+        return '<span class="muted">none</span>'
+    examples = skipped.get("examples") if isinstance(skipped.get("examples"), list) else []
+    title = f' title="{_esc(chr(10).join(map(str, examples)))}"' if examples else ""
+    items = "".join(f"<li><code>{_esc(k)}</code>: {_esc(format_value(v))}</li>" for k, v in sorted(counts.items()))
+    return f'<ul class="metrics"{title}>{items}</ul>'
+
+
+def _status_cell(rec: dict) -> str:
+    status = str(rec.get("status", "?"))
+    error = rec.get("error")
+    css = "ok" if status == "ok" else "failed"
+    if status == "running":
+        if _is_interrupted(rec):
+            status, css = "interrupted", "failed"
+            error = (f"killed before it finished (started {rec.get('started')}); its outputs are incomplete: "
+                     "run the study again to redo it")
+        else:
+            css = "running"
+    out = f'<span class="{css}">{_esc(status)}</span>'
+    if error:
+        out += f'<div class="err">{_esc(error)}</div>'
+    return out
+
+
+_INDEX_COLUMNS = ("run", "notebook", "status", "wall", "metrics", "skipped inputs", "commit", "finished")
+
+
+def _index_row(run_dir: Path, href: str) -> tuple[str, list[tuple[str, dict]]]:
+    """One index row and the run's paper-vs-ours items; raises ``ValueError`` for an unusable record."""
+    rec, problem = load_run_record(run_dir)
+    if rec is None:
+        raise ValueError(problem)
+    name = rec.get("name", run_dir.name)
+    finished = rec.get("finished") or (f"started {rec['started']}" if rec.get("started") else "")
+    row = (
+        "<tr>"
+        f'<td><a href="{href}">{_esc(name)}</a></td>'
+        f'<td class="mono">{_esc(rec.get("notebook"))}</td>'
+        f"<td>{_status_cell(rec)}</td>"
+        f'<td class="num">{_esc(format_duration(rec.get("wall_s")))}</td>'
+        f"<td>{_metrics_cell(rec.get('metrics'))}</td>"
+        f"<td>{_skipped_cell(rec.get('skipped_inputs'))}</td>"
+        f"<td>{_commit_cell(rec.get('git'))}</td>"
+        f"<td>{_esc(finished)}</td>"
+        "</tr>"
+    )
+    metrics = rec.get("metrics")
+    pvo = metrics.get("paper_vs_ours") if isinstance(metrics, dict) else None
+    items = [(name, item) for item in pvo if isinstance(item, dict)] if isinstance(pvo, list) else []
+    return row, items
+
+
 def write_index(reports_dir: str | os.PathLike = "reports") -> Path:
     """Write ``<reports_dir>/index.html``: a self-contained page listing every run.
 
     Lists each subdirectory holding a ``run.json`` (sorted by name): name linked to its
-    report, notebook, status (failed in red, with the error), wall time, metrics (floats
-    to 3 decimals), commit and finished time; plus a "paper vs ours" table built from
+    report, notebook, status (failed in red, with the error; ``running`` in amber, or
+    ``interrupted`` when its process is gone), wall time, metrics (floats to 3 decimals),
+    skipped inputs (photo files skipped while loading, count by reason, from the record's
+    ``skipped_inputs``), commit and finished time; plus a "paper vs ours" table built from
     every run's ``metrics["paper_vs_ours"]`` (list of ``{metric, paper, ours, scale,
     model}``). Every string from run records is HTML-escaped. No external resources.
+
+    A ``run.json`` that cannot be used (not JSON, not an object, text that is not valid
+    Unicode such as a lone surrogate, or any value the row cannot be built from) does not
+    stop the index: the run gets a row saying its record is unreadable, and why.
 
     Args:
         reports_dir: root of the reports (created if missing).
@@ -644,36 +948,18 @@ def write_index(reports_dir: str | os.PathLike = "reports") -> Path:
     reports.mkdir(parents=True, exist_ok=True)
     rows, comparisons = [], []
     for run_dir in sorted(p for p in reports.iterdir() if p.is_dir() and (p / RUN_RECORD_FILE).is_file()):
-        rec = read_run_record(run_dir)
-        href = _esc(urllib.parse.quote(run_dir.name) + "/" + REPORT_FILE)
-        if rec is None:
-            rows.append(
+        href = _esc(urllib.parse.quote(os.fsencode(run_dir.name)) + "/" + REPORT_FILE)
+        try:
+            row, items = _index_row(run_dir, href)
+        except Exception as e:  # one bad record must not cost the whole index
+            reason = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
+            row, items = (
                 f'<tr><td><a href="{href}">{_esc(run_dir.name)}</a></td><td></td>'
-                f'<td class="failed">unreadable run.json</td><td></td><td></td><td></td><td></td></tr>'
-            )
-            continue
-        status = str(rec.get("status", "?"))
-        status_html = f'<span class="{"ok" if status == "ok" else "failed"}">{_esc(status)}</span>'
-        if rec.get("error"):
-            status_html += f'<div class="err">{_esc(rec["error"])}</div>'
-        rows.append(
-            "<tr>"
-            f'<td><a href="{href}">{_esc(rec.get("name", run_dir.name))}</a></td>'
-            f'<td class="mono">{_esc(rec.get("notebook"))}</td>'
-            f"<td>{status_html}</td>"
-            f'<td class="num">{_esc(format_duration(rec.get("wall_s")))}</td>'
-            f"<td>{_metrics_cell(rec.get('metrics'))}</td>"
-            f"<td>{_commit_cell(rec.get('git'))}</td>"
-            f"<td>{_esc(rec.get('finished'))}</td>"
-            "</tr>"
-        )
-        pvo = (
-            (rec.get("metrics") or {}).get("paper_vs_ours") if isinstance(rec.get("metrics"), dict) else None
-        )
-        if isinstance(pvo, list):
-            for item in pvo:
-                if isinstance(item, dict):
-                    comparisons.append((rec.get("name", run_dir.name), item))
+                f'<td><span class="failed">unreadable run.json</span><div class="err">{_esc(reason)}</div></td>'
+                + "<td></td>" * (len(_INDEX_COLUMNS) - 3) + "</tr>"
+            ), []
+        rows.append(row)
+        comparisons += items
 
     parts = [
         "<!DOCTYPE html>",
@@ -683,9 +969,8 @@ def write_index(reports_dir: str | os.PathLike = "reports") -> Path:
         f"<style>{_CSS}</style></head><body>",
         "<h1>Study reports</h1>",
         f'<p class="meta">{len(rows)} run(s) · index written {_esc(_now())}</p>',
-        "<table><thead><tr><th>run</th><th>notebook</th><th>status</th><th>wall</th>"
-        "<th>metrics</th><th>commit</th><th>finished</th></tr></thead><tbody>",
-        *(rows or ['<tr><td colspan="7">no runs yet</td></tr>']),
+        "<table><thead><tr>" + "".join(f"<th>{c}</th>" for c in _INDEX_COLUMNS) + "</tr></thead><tbody>",
+        *(rows or [f'<tr><td colspan="{len(_INDEX_COLUMNS)}">no runs yet</td></tr>']),
         "</tbody></table>",
     ]
     if comparisons:
@@ -717,11 +1002,13 @@ __all__ = [
     "STUDIES_DIR",
     "RunResult",
     "RunSpec",
+    "cached_record",
     "execute_run",
     "format_duration",
     "format_value",
     "git_info",
     "hardware_info",
+    "load_run_record",
     "load_study",
     "package_versions",
     "read_notebook_metrics",

@@ -214,3 +214,140 @@ def test_sample_views_rejects_bad_arguments(skimage_train):
         sample_views([], 3, seed=0, size=16)
     with pytest.raises(ValueError):
         sample_views(skimage_train, 3, seed=0, size=16, min_crop=0.0)
+
+
+# ---------------------------------------------------------------- streaming (lazy decoding)
+
+
+def _noise_jpeg(path, seed=0, size=(96, 80)):
+    arr = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    return _save(path, Image.fromarray(arr), quality=90)
+
+
+@pytest.fixture
+def fresh_cache():
+    from jrl_core.images import DECODE_CACHE_SIZE, clear_decode_cache, set_decode_cache_size
+
+    clear_decode_cache()
+    yield
+    set_decode_cache_size(DECODE_CACHE_SIZE)
+    clear_decode_cache()
+
+
+def test_listing_decodes_nothing_and_use_decodes_once(tmp_path, monkeypatch, fresh_cache):
+    from PIL import ImageFile
+
+    from jrl_core.images import decode_cache_info
+
+    for i in range(5):
+        _noise_jpeg(tmp_path / f"p{i}.jpg", seed=i)
+    loads = []
+    real_load = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: (loads.append(1), real_load(self))[1])
+    photos = load_photos(str(tmp_path), "all")
+    assert len(photos) == 5 and all(p.is_file_backed for p in photos)
+    assert loads == [] and decode_cache_info()["size"] == 0  # header only at listing
+    first = photos[0].image
+    decoded = len(loads)
+    assert first.mode == "RGB" and first.size == (96, 80) and decoded >= 1
+    assert photos[0].image is first and len(loads) == decoded  # served from the cache
+    assert decode_cache_info()["hits"] == 1
+
+
+def test_decode_cache_is_bounded(tmp_path, fresh_cache):
+    from jrl_core.images import decode_cache_info, set_decode_cache_size
+
+    for i in range(6):
+        _noise_jpeg(tmp_path / f"p{i}.jpg", seed=i)
+    set_decode_cache_size(2)
+    photos = load_photos(str(tmp_path), "all")
+    for p in photos:
+        _ = p.image
+    assert decode_cache_info()["size"] == 2
+    with pytest.raises(ValueError, match="cache size"):
+        set_decode_cache_size(-1)
+
+
+def test_non_utf8_file_name_is_skipped_and_counted(tmp_path):
+    import os
+
+    _save(tmp_path / "good.png", Image.new("RGB", (80, 80)))
+    buf = __import__("io").BytesIO()
+    Image.new("RGB", (80, 80)).save(buf, "PNG")
+    with open(os.path.join(os.fsencode(tmp_path), b"caf\xe9.png"), "wb") as fh:  # Latin-1 name: not UTF-8
+        fh.write(buf.getvalue())
+    record = SkipRecord()
+    seen = []
+    for split in ("train", "test"):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                seen += [p.image_id for p in load_photos(str(tmp_path), split, record=record)]
+            except ValueError as err:  # the split that holds only the bad name has no usable photo
+                assert "bad_name" in str(err)
+        assert all("caf\\xe9.png" in str(w.message) for w in caught)
+    assert seen == ["good.png"]
+    assert record.skipped == {"bad_name": 1}
+    json.dumps(record.to_dict()).encode("utf-8")  # the record stays writable as UTF-8
+    assert "caf\\xe9.png" in record.examples[0]
+
+
+def test_corrupt_file_is_skipped_and_counted(tmp_path):
+    _noise_jpeg(tmp_path / "good.jpg")
+    data = _noise_jpeg(tmp_path / "cut.jpg", seed=1).read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])  # header fine, pixel data truncated
+    (tmp_path / "junk.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    record = SkipRecord()
+    with pytest.warns(UserWarning) as caught:
+        photos = load_photos(str(tmp_path), "all", record=record, verify=True)
+    assert [p.image_id for p in photos] == ["good.jpg"]
+    assert {"cut.jpg", "junk.jpg"} <= {str(w.message).split(":")[0].rsplit("/", 1)[-1] for w in caught}
+    assert record.skipped == {"unreadable": 2}
+
+
+def test_truncated_file_found_at_use_raises_naming_it_and_is_counted(tmp_path, fresh_cache):
+    from jrl_core.images import PhotoDecodeError
+
+    _noise_jpeg(tmp_path / "good.jpg")
+    data = _noise_jpeg(tmp_path / "cut.jpg", seed=1).read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    record = SkipRecord()
+    cut, good = load_photos(str(tmp_path), "all", record=record)  # header only: the cut file is listed
+    assert record.skipped == {} and good.image.mode == "RGB"
+    with pytest.warns(UserWarning, match="cut.jpg"), pytest.raises(PhotoDecodeError, match=r"cut\.jpg.*verify=True"):
+        _ = cut.image
+    with pytest.warns(UserWarning), pytest.raises(PhotoDecodeError):
+        _ = cut.image
+    assert record.skipped == {"unreadable": 1}  # counted once
+
+
+def test_file_removed_after_listing_raises_naming_it(tmp_path, fresh_cache):
+    _noise_jpeg(tmp_path / "a.jpg")
+    _noise_jpeg(tmp_path / "b.jpg", seed=1)
+    photos = load_photos(str(tmp_path), "all")
+    (tmp_path / "b.jpg").unlink()
+    with pytest.raises(FileNotFoundError, match=r"b\.jpg.*gone"):
+        _ = photos[1].image
+
+
+def test_file_backed_photo_pickles_as_its_path(tmp_path):
+    import pickle
+
+    _noise_jpeg(tmp_path / "a.jpg", size=(400, 300))
+    (photo,) = load_photos(str(tmp_path), "all")
+    blob = pickle.dumps(photo)
+    assert len(blob) < 1000
+    again = pickle.loads(blob)
+    assert again == photo and again.image.tobytes() == photo.image.tobytes()
+    in_memory = Photo("m", Image.new("RGB", (8, 8), (1, 2, 3)))
+    assert pickle.loads(pickle.dumps(in_memory)).image.getpixel((0, 0)) == (1, 2, 3)
+
+
+def test_photo_is_immutable_and_needs_exactly_one_source(tmp_path):
+    photo = Photo("x", Image.new("RGB", (4, 4)))
+    with pytest.raises(AttributeError):
+        photo.image_id = "y"
+    with pytest.raises(ValueError, match="either"):
+        Photo("x")
+    with pytest.raises(ValueError, match="either"):
+        Photo("x", Image.new("RGB", (4, 4)), path=tmp_path / "x.png")

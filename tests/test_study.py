@@ -367,3 +367,145 @@ def test_cli_run_parses_parameter_values_as_yaml(notebooks, tmp_path):
     rec = json.loads((tmp_path / "single" / "run.json").read_text())
     assert rec["parameters"] == {"scale": 0.5, "label": "yes please"}
     assert (tmp_path / "index.html").is_file()
+
+
+# ----------------------------------------------------------------------------- "ok" only when outputs are there
+
+SLEEPY = (
+    "import os, time\n"
+    "time.sleep(float(os.environ.get('JRL_TEST_SLEEP', '0')))"
+)
+
+
+def _write_sleepy_notebook(path: Path, sleep_cell: str = SLEEPY) -> Path:
+    nb = new_notebook()
+    params = new_code_cell("run_dir = None")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [
+        params,
+        new_code_cell(sleep_cell),
+        new_code_cell("import json, pathlib\npathlib.Path(run_dir, 'metrics.json').write_text(json.dumps({'acc': 1.0}))"),
+    ]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def test_killed_forced_rerun_is_redone_never_cached(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    notebook = _write_sleepy_notebook(tmp_path / "slow.ipynb")
+    reports = tmp_path / "reports"
+    spec = RunSpec(str(notebook), "slow")
+    [first] = run_study([spec], reports, progress=False)
+    assert first.ok and (reports / "slow" / "metrics.json").is_file()
+
+    # rerun with --force, SIGKILL it while the notebook runs
+    code = (f"from jrl_core.study import RunSpec, run_study\n"
+            f"run_study([RunSpec({str(notebook)!r}, 'slow')], {str(reports)!r}, force=True, progress=False)")
+    proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "JRL_TEST_SLEEP": "30"},
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_dir = reports / "slow"
+    deadline = time.monotonic() + 120
+    try:
+        while not any(p.stat().st_size for p in run_dir.glob(".slow.*.tmp.ipynb")):
+            assert proc.poll() is None and time.monotonic() < deadline, "the forced rerun never started"
+            time.sleep(0.2)
+        time.sleep(1.0)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "running"
+    assert not (run_dir / "metrics.json").exists()
+    assert list(run_dir.glob(".slow.*.tmp.ipynb"))  # what a kill leaves behind
+    assert "interrupted" in write_index(reports).read_text()
+
+    [again] = run_study([spec], reports, progress=False)
+    assert not again.skipped and again.ok
+    assert "did not finish" in again.note
+    assert (run_dir / "metrics.json").is_file()
+    assert list(run_dir.glob(".*.tmp*")) == []  # the killed attempt's temporary notebook is gone
+    assert run_study([spec], reports, progress=False)[0].skipped  # now it is finished
+
+
+def test_run_with_deleted_outputs_is_not_cached(study, specs, notebooks, tmp_path):
+    from jrl_core.study import cached_record
+
+    reports = tmp_path / "reports"
+    shutil.copytree(study[0], reports)
+    alpha = specs[0]
+    rec, reason = cached_record(alpha, reports, notebooks)
+    assert rec is not None and reason == ""
+    assert set(rec["outputs"]) == {"alpha.ipynb", "index.html", "metrics.json"}
+    (reports / "alpha" / "metrics.json").unlink()
+    rec, reason = cached_record(alpha, reports, notebooks)
+    assert rec is None and "metrics.json" in reason
+
+
+def test_running_record_is_not_cached(study, specs, notebooks, tmp_path):
+    from jrl_core.study import cached_record
+
+    reports = tmp_path / "reports"
+    shutil.copytree(study[0], reports)
+    path = reports / "alpha" / "run.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "status": "running", "pid": 2**22 + 7}))
+    rec, reason = cached_record(specs[0], reports, notebooks)
+    assert rec is None and "did not finish" in reason
+
+
+def test_timeout_stops_a_hanging_notebook_with_a_clear_message(tmp_path):
+    import time
+
+    notebook = _write_sleepy_notebook(tmp_path / "hang.ipynb", "import time\ntime.sleep(120)")
+    t0 = time.monotonic()
+    result = execute_run(RunSpec(str(notebook), "hang", timeout_s=3), tmp_path / "reports", progress=False)
+    assert time.monotonic() - t0 < 60
+    assert result.status == "failed" and result.record["timed_out"] is True
+    assert "timed out after 3 s" in result.error and "timeout_s" in result.error
+    assert "timed out after 3 s" in result.html_path.read_text()
+    assert json.loads((result.run_dir / "run.json").read_text())["status"] == "failed"
+
+
+def test_load_study_reads_timeouts(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("timeout_s: 600\nruns:\n  - {notebook: a.ipynb, name: a}\n"
+                    "  - {notebook: b.ipynb, name: b, timeout_s: 5}\n")
+    a, b = load_study(path)
+    assert (a.timeout_s, b.timeout_s) == (600.0, 5.0)
+    path.write_text("runs:\n  - {notebook: a.ipynb, name: a, timeout_s: soon}\n")
+    with pytest.raises(ValueError, match="timeout_s.*seconds > 0"):
+        load_study(path)
+
+
+# ----------------------------------------------------------------------------- index robustness
+
+
+def test_index_survives_a_run_record_with_a_lone_surrogate(study, tmp_path):
+    reports = tmp_path / "reports"
+    shutil.copytree(study[0], reports)
+    (reports / "zzz").mkdir()
+    (reports / "zzz" / "run.json").write_text('{"name": "zzz", "status": "ok", "error": "\\ud800"}')
+    (reports / "notjson").mkdir()
+    (reports / "notjson" / "run.json").write_text("{truncated")
+    assert main(["index", "--reports", str(reports)]) == 0
+    page = (reports / "index.html").read_text(encoding="utf-8")
+    assert page.count("unreadable run.json") == 2
+    assert "lone surrogate" in page
+    assert 'href="alpha/index.html"' in page  # the other runs are still listed
+
+
+def test_index_shows_skipped_inputs(study, tmp_path):
+    reports = tmp_path / "reports"
+    shutil.copytree(study[0], reports)
+    (reports / "photos").mkdir()
+    (reports / "photos" / "run.json").write_text(json.dumps({
+        "name": "photos", "status": "ok",
+        "skipped_inputs": {"skipped": {"bad_name": 1, "unreadable": 3}, "total": 4, "examples": ["caf\\xe9.jpg: bad"]},
+    }))
+    page = write_index(reports).read_text()
+    assert "<th>skipped inputs</th>" in page
+    assert "<code>too_small</code>: 2" in page  # alpha's notebook wrote {"too_small": 2}
+    assert "<code>bad_name</code>: 1" in page and "<code>unreadable</code>: 3" in page
