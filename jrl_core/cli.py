@@ -69,6 +69,8 @@ def _print_summary(results: list) -> None:
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True)) + "  " + row[3])
     for r in results:
+        if getattr(r, "note", None):
+            print(f"note {r.name}: {r.note}", file=sys.stderr)
         if r.status != "ok":
             print(f"FAILED {r.name}: {r.error}  → {r.html_path}", file=sys.stderr)
 
@@ -80,6 +82,8 @@ def _add_study(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reports", default="reports", help="reports directory (default: reports)")
     p.add_argument("--force", action="store_true", help="re-run runs already finished with the same hash")
     p.add_argument("--only", nargs="+", metavar="NAME", help="run only these run names")
+    p.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="wall-clock limit per run (overrides the study's timeout_s); a run past it is marked failed")
     p.set_defaults(func=_cmd_study)
 
 
@@ -93,7 +97,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
             if unknown:
                 raise ValueError(f"--only: unknown run name(s) {unknown}; known: {[s.name for s in specs]}")
             specs = [s for s in specs if s.name in set(args.only)]
-        results = run_study(specs, args.reports, force=args.force)
+        results = run_study(specs, args.reports, force=args.force, timeout_s=args.timeout)
     _print_summary(results)
     print(f"index: {Path(args.reports).resolve() / 'index.html'}")
     return min(sum(r.status != "ok" for r in results), 100)
@@ -115,6 +119,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--name", help="run name / report directory (default: the notebook's stem)")
     p.add_argument("--reports", default="reports", help="reports directory (default: reports)")
+    p.add_argument("--timeout", type=float, metavar="SECONDS", help="wall-clock limit of the run (default: none)")
     p.set_defaults(func=_cmd_run)
 
 
@@ -125,7 +130,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     with expected():
         parameters = notebook_overrides(resolve_notebook(args.notebook), args.parameter)
         spec = RunSpec(notebook=args.notebook, name=args.name or Path(args.notebook).stem, parameters=parameters)
-        result = execute_run(spec, args.reports)
+        result = execute_run(spec, args.reports, timeout_s=args.timeout)
         index = write_index(args.reports)
     _print_summary([result])
     print(f"report: {result.html_path}\nindex: {index.resolve()}")

@@ -54,7 +54,7 @@ with ``jigsaw_seed=0``), so that runs with different seeds are compared on one s
 
 
 def test_rows(spec: PuzzleSpec, *, n_items: int = 300, image_size: int, seed: int = HELDOUT_SEED,
-              source: str = "skimage") -> list[dict]:
+              source: str = "skimage", record=None) -> list[dict]:
     """The fixed held-out puzzle set: ``n_items`` puzzles on views of the *test* photos.
 
     View i is ``sample_views(test photos, n_items, seed=10_000 + seed, size=image_size)[i]`` and puzzle i
@@ -66,10 +66,11 @@ def test_rows(spec: PuzzleSpec, *, n_items: int = 300, image_size: int, seed: in
         image_size: view side in pixels, the model's input side (``jrl_core.nano.view_size(processor)``).
         seed: held-out set seed (default :data:`HELDOUT_SEED`; not the training seed).
         source: photo source (``jrl_core.images.load_photos``).
+        record: a ``jrl_core.images.SkipRecord`` counting skipped photo files.
     Raises:
         ValueError: from ``load_photos`` (no test photos) or ``PuzzleSpec``.
     """
-    photos = load_photos(source, "test")
+    photos = load_photos(source, "test", record=record)
     views = sample_views(photos, n_items, seed=10_000 + seed, size=image_size)
     rows = []
     for i, v in enumerate(views):

@@ -75,12 +75,14 @@ def train_rows(exp: Experiment, *, steps: int, prompts_per_step: int, view_size:
                                      prompts_per_step=prompts_per_step, steps=steps, view_size=view_size, split=split)
 
 
-def heldout_rows(exp: Experiment, *, view_size: int) -> list[dict]:
+def heldout_rows(exp: Experiment, *, view_size: int, record=None) -> list[dict]:
     """The recipe's fixed held-out set: ``exp.n_test`` puzzles of its first curriculum size on views of the
-    *test* photos (``evaluate.test_rows`` with ``evaluate.HELDOUT_SEED``: the same set for every run seed)."""
+    *test* photos (``evaluate.test_rows`` with ``evaluate.HELDOUT_SEED``: the same set for every run seed);
+    ``record``: a ``jrl_core.images.SkipRecord`` counting skipped photo files."""
     from jrl_core import evaluate
 
-    return evaluate.test_rows(exp.puzzle_spec(), n_items=exp.n_test, image_size=view_size, source=exp.photo_source)
+    return evaluate.test_rows(exp.puzzle_spec(), n_items=exp.n_test, image_size=view_size, source=exp.photo_source,
+                              record=record)
 
 
 def rows_digest(rows: list[dict]) -> str:
@@ -148,7 +150,7 @@ def run_experiment(exp: Experiment, run_dir: str | Path, *, model=None, processo
     settings = exp.grpo_settings()
     max_new = exp.eval_max_new_tokens or settings.max_completion_length
     skipped = SkipRecord()
-    test = test if test is not None else heldout_rows(exp, view_size=size)
+    test = test if test is not None else heldout_rows(exp, view_size=size, record=skipped)
     out: dict = {"experiment": exp.to_dict(), "grpo_log": None, "sft_log": None, "before": None, "grid": None,
                  "model_path": model_path, "view_size": size, "test": test, "heldout_sha256": rows_digest(test),
                  "rejection_acceptance": None}
@@ -300,3 +302,31 @@ def compare_arms(arms: dict[str, Experiment], run_dir: str | Path, *, extra_eval
             extra[label] = extra_eval(out["model"], out["processor"], label)
         results[label] = {k: v for k, v in out.items() if k not in ("model", "processor")}
     return {"summary": pd.DataFrame(rows), "logs": logs, "sft_logs": sft_logs, "extra": extra, "results": results}
+
+
+def load_arms(arms: dict[str, str | Path], overrides: dict | None = None,
+              arm_overrides: dict[str, dict] | None = None) -> dict[str, Experiment]:
+    """The arms of a comparison notebook as recipes: ``{label: load_recipe(recipe, overrides)}`` for
+    :func:`compare_arms`.
+
+    Each arm is ``load_recipe(arms[label], {**overrides, **arm_overrides[label], "name": label})``: the
+    shared ``overrides`` first, the arm's own on top, and the label as the recipe's ``name`` (which also
+    names its run folder ``<run_dir>/<label>/``).
+
+    Args:
+        arms: label -> recipe name under ``recipes/`` (``"nano/thinking_2x1_pair"``) or YAML path; labels
+            are folder names (letters, digits, ``-_.``).
+        overrides: applied to every arm; the keys of ``jrl train --set`` (``{"grpo.steps": 30, "seed": 1}``).
+        arm_overrides: label -> overrides for that arm only (e.g. ``{"thinking": {"grpo.steps": 10}}``).
+    Returns:
+        ``{label: Experiment}`` in the order of ``arms``.
+    Raises:
+        ValueError: ``arm_overrides`` names a label that is not in ``arms``; :class:`jrl_core.config.RecipeError`
+            (a ``ValueError``) for a bad recipe or override, naming the field.
+    """
+    arm_overrides = dict(arm_overrides or {})
+    unknown = sorted(set(arm_overrides) - set(arms))
+    if unknown:
+        raise ValueError(f"arm_overrides names {unknown}, which are not arms; arms: {list(arms)}.")
+    return {label: load_recipe(recipe, {**(overrides or {}), **arm_overrides.get(label, {}), "name": label})
+            for label, recipe in arms.items()}
