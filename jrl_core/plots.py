@@ -158,7 +158,7 @@ def beta_schedules(total_steps: int, schedules: dict, *, title: str = "KL coeffi
 
 
 def reasoning_over_steps(analysis: pd.DataFrame, *, x: str = "step", smooth: int = 3, title: str = ""):
-    """Jigsaw-R1 Fig. 2 (right) and Fig. 3 (left, middle) from :func:`jrl_core.reasoning.analyse`
+    """Jigsaw-R1 Fig. 2 (right) and Fig. 3 (left, middle) from :func:`jrl_core.analysis.analyse`
     output grouped by step: completion length, accuracy with think/answer consistency, and
     keyword frequencies (every ``kw_*`` column), each a rolling mean over ``smooth`` steps."""
     set_style()
@@ -190,7 +190,7 @@ def reasoning_over_steps(analysis: pd.DataFrame, *, x: str = "step", smooth: int
 
 def keywords_by_size(analysis: pd.DataFrame, *, x: str = "train_size", title: str = ""):
     """Jigsaw-R1 Fig. 3 (right): keyword frequency against the training puzzle size, one bar group
-    per keyword set (``kw_*`` columns of :func:`jrl_core.reasoning.analyse` grouped by ``x``)."""
+    per keyword set (``kw_*`` columns of :func:`jrl_core.analysis.analyse` grouped by ``x``)."""
     set_style()
     a = analysis.reset_index() if x not in analysis else analysis
     kw = [c for c in a if c.startswith("kw_")]
@@ -254,3 +254,29 @@ def grid_comparison(ours: dict, paper: dict | None = None, *, question_type: str
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def arm_beta_schedules(arms: dict, *, title: str = "KL coefficient β(s)"):
+    """β against the step for the arms of a comparison (``{label: jrl_core.config.Experiment}``): a GRPO-D
+    arm's OThink-MR1 Eq. 3 schedule (its ``kl_schedule``), a constant-β arm's ``grpo.beta``; every GRPO-D
+    preset (``schedules.GRPO_D_PRESETS``) no arm runs is drawn too, labelled "not run", for reference."""
+    import functools
+
+    from jrl_core import schedules
+
+    total = max(exp.grpo_settings().steps for exp in arms.values())
+    curves, used = {}, set()
+    for label, exp in arms.items():
+        steps = exp.grpo_settings().steps
+        cb = exp.kl_callback(steps)
+        if cb is None:
+            beta = exp.grpo_settings().beta
+            curves[f"{label} (constant β={beta:g})"] = lambda s, b=beta: b
+        else:
+            used.add(exp.plan.kl.preset)
+            curves[f"{label} (GRPO-D, Eq. 3)"] = lambda s, f=cb.schedule, t=steps: f(min(s, t))
+    for name, (lo, hi) in schedules.GRPO_D_PRESETS.items():
+        if name not in used:
+            curves[f"GRPO-D {name} preset (not run)"] = functools.partial(
+                schedules.grpo_d_beta, total_steps=total, beta_min=lo, beta_max=hi)
+    return beta_schedules(total, curves, title=title)

@@ -135,3 +135,72 @@ def paper_grid(question_type: str, think: bool, model: str = "Qwen2.5-VL-3B") ->
         if len(rows):
             out[label] = {c: v / 100 for c, v in zip(rows.column, rows.value, strict=True) if "x" in c}
     return out
+
+
+JIGSAW_R1_MODES = ("non_thinking", "thinking")
+"""The thinking modes Jigsaw-R1 Tables 1 and 7 report (the other modes come from other papers)."""
+
+
+def table1_paper_vs_ours(summary: pd.DataFrame, arms: dict, *, model: str, scale: str) -> list[dict]:
+    """Paper-vs-ours rows of a comparison against Jigsaw-R1 Table 1 (pair) / Table 7 (full): for each GRPO
+    arm in a Jigsaw-R1 mode (:data:`JIGSAW_R1_MODES`), the paper's base and trained accuracy beside our base
+    row and that arm's accuracy.
+
+    Args:
+        summary: :func:`jrl_core.experiment.compare_arms` ``["summary"]`` (base rows labelled
+            ``"base (<mode>, <m>x<n> <question type>)"``, accuracy in [0, 1]).
+        arms: label -> :class:`jrl_core.config.Experiment`, the arms that were compared.
+        model, scale: ours, for the rows' labels.
+    Returns:
+        :func:`paper_vs_ours` rows (values in [0, 1]); arms the paper has no cell for give none.
+    """
+    acc = {r["arm"]: r["accuracy"] for r in summary.to_dict("records")}
+    pairs, seen = [], set()
+    for label, exp in arms.items():
+        if exp.mode not in JIGSAW_R1_MODES or exp.algorithm != "grpo" or exp.question_type not in ("pair", "full"):
+            continue
+        m, n = exp.curriculum_().sizes[0]
+        where = f"{m}x{n} {exp.question_type} {exp.mode}"
+        for p in paper_rows_table1(exp.question_type, m, n, exp.think):
+            variant = p["label"].split(" ", 1)[1]
+            is_base = " base" in p["label"]
+            metric = f"{where}: {variant}" + ("" if is_base or label == exp.mode else f" (arm {label})")
+            ours = acc.get(f"base ({exp.mode}, {m}x{n} {exp.question_type})" if is_base else label)
+            if ours is not None and metric not in seen:
+                seen.add(metric)
+                pairs.append((metric, p["accuracy"], ours))
+    return paper_vs_ours(pairs, scale=scale, model=model)
+
+
+def generalization_eval(*, suite_items: int, mode: str = "non_thinking", grid_sizes=(), grid_items: int = 100,
+                        benchmarks: dict | None = None, seed: int = 0):
+    """The ``extra_eval`` of :func:`jrl_core.experiment.compare_arms` for the generalization tables (RQ2's
+    Tables 2-4 analogue, RQ5's Table 6 analogue): what a notebook displays beside in-domain accuracy.
+
+    Args:
+        suite_items: questions per family of the offline generalization suite
+            (:func:`jrl_core.generalization.evaluate_suite`, held-out photos).
+        mode: thinking mode the suite and grid are prompted in (``jrl_core.modes.MODES``).
+        grid_sizes: ``(m, n)`` sizes of a pair-question evaluation grid
+            (:func:`jrl_core.evaluate.evaluate_grid`, the fixed held-out sets); empty: no grid.
+        grid_items: puzzles per grid cell.
+        benchmarks: ``{name: local path or hub id}`` of downstream benchmarks
+            (:func:`jrl_core.downstream.evaluate_downstream`); empty: none.
+        seed: the suite's item seed (the same questions for every model and training seed).
+    Returns:
+        ``(model, processor, label) -> {"suite": DataFrame, "grid": DataFrame | None, "downstream":
+        DataFrame | None}``.
+    """
+    from jrl_core import downstream, evaluate, generalization
+
+    sizes = [tuple(int(v) for v in s) for s in grid_sizes]
+
+    def score(model, processor, label: str) -> dict:
+        suite = generalization.evaluate_suite(model, processor, n_items=suite_items, seed=seed, think=mode,
+                                              progress=False)
+        grid = evaluate.evaluate_grid(model, processor, sizes=sizes, question_types=("pair",), thinks=(mode,),
+                                      n_items=grid_items, progress=False) if sizes else None
+        down = downstream.evaluate_downstream(model, processor, benchmarks, progress=False) if benchmarks else None
+        return {"suite": suite, "grid": grid, "downstream": down}
+
+    return score

@@ -205,3 +205,16 @@ def arm_dirs(run_dir: str | Path) -> dict[str, Path]:
         if p.is_dir() and (any((p / s).is_dir() for s in TRAINER_DIRS) or (p / METRICS_FILE).exists()):
             out[p.name] = p
     return out
+
+
+def arm_dir(run_dir: str | Path, label: str) -> Path:
+    """The folder of one arm of a comparison (see :func:`arm_dirs`).
+
+    Raises:
+        FileNotFoundError: no such arm, naming the arms that exist.
+    """
+    arms = arm_dirs(run_dir)
+    if label not in arms:
+        raise FileNotFoundError(f"{run_dir}: no arm {label!r} (a sub-folder with a trainer stage or metrics.json); "
+                                f"arms there: {sorted(arms) or 'none'}. Pass the comparison's run folder and one of its arms.")
+    return arms[label]

@@ -35,19 +35,23 @@ def test_notebook_has_no_committed_outputs(path):
     )
 
 
-# Smoke parameters per notebook: a handful of steps, a tiny test set, a tiny nano pretraining.
+# Smoke parameters per notebook: a handful of steps, a tiny test set, a tiny nano pretraining (recipe overrides, the
+# keys of `jrl train --set`; the nano build is cached per test, so every arm of a notebook shares it).
+NANO_SMOKE = {"nano.pretrain_steps": 3, "nano.vision_pretrain_steps": 3, "nano.vision_pretrain_pool": 64}
+TINY_GRPO = {"grpo.steps": 2, "grpo.prompts_per_step": 2}
 SMOKE = {
-    "rq1_jigsaw.ipynb": {"nano_pretrain_steps": 3, "steps": 2, "prompts_per_step": 2, "n_test": 8,
-                         "grid_sizes": [[2, 1], [2, 2]], "grid_items": 2},
-    "rq3_thinking.ipynb": {"nano_pretrain_steps": 3, "steps": 1, "prompts_per_step": 2, "n_test": 4, "think_steps": 1,
-                           "think_prompts_per_step": 2},
-    "rq5_sft_vs_rl.ipynb": {"nano_pretrain_steps": 3, "steps": 1, "prompts_per_step": 2, "n_test": 4, "sft_steps": 2,
-                            "suite_items": 2},
-    "grpo_d.ipynb": {"nano_pretrain_steps": 3, "steps": 2, "prompts_per_step": 2, "n_test": 4},
-    "rq4_reasoning.ipynb": {"nano_pretrain_steps": 3, "steps": 2, "prompts_per_step": 2, "n_test": 4,
-                            "sizes": ["2x1", "3x1"], "size_steps": 1},
-    "rq2_generalization.ipynb": {"nano_pretrain_steps": 3, "steps": 1, "prompts_per_step": 2, "grid_items": 2,
-                                 "suite_items": 2, "train_configs": ["2x1 pair"], "grid_sizes": [[2, 1], [2, 2]]},
+    "rq1_jigsaw.ipynb": {"overrides": {**NANO_SMOKE, **TINY_GRPO, "n_test": 8}, "grid_sizes": [[2, 1], [2, 2]],
+                         "grid_items": 2},
+    "rq3_thinking.ipynb": {"overrides": {**NANO_SMOKE, **TINY_GRPO, "grpo.steps": 1, "n_test": 4},
+                           "arm_overrides": {"thinking": {"grpo.steps": 1, "grpo.prompts_per_step": 2}}},
+    "rq5_sft_vs_rl.ipynb": {"overrides": {**NANO_SMOKE, **TINY_GRPO, "grpo.steps": 1, "n_test": 4},
+                            "arm_overrides": {"SFT": {"sft.steps": 2}, "SFT-RL": {"sft.steps": 1}}, "suite_items": 2},
+    "grpo_d.ipynb": {"overrides": {**NANO_SMOKE, **TINY_GRPO, "n_test": 4}},
+    "rq4_reasoning.ipynb": {"overrides": {**NANO_SMOKE, **TINY_GRPO, "n_test": 4}, "sizes": ["2x1", "3x1"],
+                            "size_overrides": {"grpo.steps": 1, "n_test": 4}},
+    "rq2_generalization.ipynb": {"overrides": {**NANO_SMOKE, **TINY_GRPO, "grpo.steps": 1, "n_test": 2},
+                                 "arms": {"2x1-pair": "nano/rq1_2x1_pair"}, "grid_items": 2, "suite_items": 2,
+                                 "grid_sizes": [[2, 1], [2, 2]]},
 }
 
 
