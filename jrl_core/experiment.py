@@ -216,8 +216,6 @@ def run_experiment(exp: Experiment, run_dir: str | Path, *, model=None, processo
 
 def _record(exp: Experiment, out: dict, settings, skipped) -> runs.MetricsRecord:
     """The run's metrics record: headline numbers flat, the resolved recipe and tables in ``details``."""
-    from jrl_core import report
-
     b, a = out["before"] or {}, out["after"]
     m0, n0 = exp.curriculum_().sizes[0]
     label = f"{m0}x{n0} {exp.question_type} {exp.mode}"
@@ -237,19 +235,30 @@ def _record(exp: Experiment, out: dict, settings, skipped) -> runs.MetricsRecord
     if grid is not None:
         for r in grid.to_dict("records"):
             metrics[f"grid_{r['question_type']}_{r['size']}_{r['stage']}"] = r["accuracy"]
-    paper = []
-    if exp.question_type in ("pair", "full"):
-        for p in report.paper_rows_table1(exp.question_type, m0, n0, exp.think):
-            ours = b.get("accuracy") if " base" in p["label"] else a["accuracy"]
-            if ours is not None:
-                paper.append({"metric": f"{label} accuracy, {p['label'].split(' ', 1)[1]}", "paper": p["accuracy"],
-                              "ours": ours, "scale": f"paper: {p['label'].split(' ')[0]} / ours: {exp.scale}",
-                              "model": exp.model})
+    paper = _paper_rows(exp, b.get("accuracy"), a["accuracy"])
     details = {"experiment": out["experiment"], "grpo_settings": dataclasses.asdict(settings),
                "before": out["before"], "after": a, "rejection_acceptance": out.get("rejection_acceptance"),
                "grid": grid.to_dict("records") if grid is not None else None}
     return runs.MetricsRecord(kind="experiment", title=exp.name, model=exp.model, scale=exp.scale, metrics=metrics,
                               paper_vs_ours=paper, skipped_inputs=skipped.to_dict(), details=details)
+
+
+def _paper_rows(exp: Experiment, before: float | None, after: float | None) -> list[dict]:
+    """Paper-vs-ours rows (Jigsaw-R1 Table 1 pair / Table 7 full, Qwen2.5-VL-3B) for the study index."""
+    from jrl_core import report
+
+    if exp.question_type not in ("pair", "full"):
+        return []
+    m0, n0 = exp.curriculum_().sizes[0]
+    label = f"{m0}x{n0} {exp.question_type} {exp.mode}"
+    rows = []
+    for p in report.paper_rows_table1(exp.question_type, m0, n0, exp.think):
+        ours = before if " base" in p["label"] else after
+        if ours is not None:
+            rows.append({"metric": f"{label} accuracy, {p['label'].split(' ', 1)[1]}", "paper": p["accuracy"],
+                         "ours": ours, "scale": f"paper: {p['label'].split(' ')[0]} / ours: {exp.scale}",
+                         "model": exp.model})
+    return rows
 
 
 def compare_arms(arms: dict[str, Experiment], run_dir: str | Path, *, extra_eval=None) -> dict:
@@ -330,3 +339,79 @@ def load_arms(arms: dict[str, str | Path], overrides: dict | None = None,
         raise ValueError(f"arm_overrides names {unknown}, which are not arms; arms: {list(arms)}.")
     return {label: load_recipe(recipe, {**(overrides or {}), **arm_overrides.get(label, {}), "name": label})
             for label, recipe in arms.items()}
+
+
+def _seed_outputs(folder: runs.RunFolder) -> dict | None:
+    """A finished seed's outputs read back from its run folder (None when it did not finish)."""
+    import pandas as pd
+
+    record = runs.read_metrics(folder.root)
+    if not record or not all(folder.eval_table(w).exists() for w in ("before", "after")):
+        return None
+    details = record.get("details") or {}
+    log = folder.train_log("grpo")
+    grid = details.get("grid")
+    return {"before": details.get("before"), "after": details.get("after"),
+            "eval_before": pd.read_csv(folder.eval_table("before"), keep_default_na=False),
+            "eval_after": pd.read_csv(folder.eval_table("after"), keep_default_na=False),
+            "grpo_log": pd.read_csv(log) if log.exists() else None,
+            "grid": pd.DataFrame(grid) if grid else None, "metrics": record.get("metrics") or {}, "cached": True}
+
+
+def run_seeds(exp: Experiment, run_dir: str | Path, seeds, *, grid: GridSpec | None = None,
+              resume: bool = True) -> dict:
+    """Run one recipe over several seeds from the same base on the same held-out set, and summarise.
+
+    Each seed is :func:`run_experiment` of ``exp`` with ``seed`` replaced, in ``<run_dir>/seed<s>/``; a seed whose
+    folder already holds its record and evaluation tables is read back, not rerun (a killed multi-seed run
+    resumes where it stopped). Every seed is kept and reported: no selection.
+
+    Returns:
+        ``{"seeds": {seed: {"before", "after" (summaries), "eval_before", "eval_after" (per-puzzle tables),
+        "grpo_log", "grid", "metrics", "cached"}}, "table": DataFrame (one row per seed: seed, before, after,
+        gain, after_ci_low/high (Wilson), cached), "after": bootstrap over seeds and photos
+        (``jrl_core.stats.bootstrap``), "gain": the paired after − before difference, "spread": per-seed
+        after-accuracy spread (``stats.seed_summary``), "metrics": the written record}``.
+    Raises:
+        ValueError: no seeds, or a seed that is not an int ≥ 0.
+    """
+    import pandas as pd
+
+    from jrl_core import stats
+
+    seeds = list(seeds)
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+        raise ValueError(f"seeds={seeds!r}: give a non-empty list of ints >= 0, e.g. [0, 1, 2].")
+    root = Path(run_dir)
+    per_seed = {}
+    for s in seeds:
+        folder = runs.RunFolder(root / f"seed{s}")
+        done = _seed_outputs(folder) if resume else None
+        if done is None:
+            out = run_experiment(apply_overrides(exp, {"seed": s}), folder.root, grid=grid, resume=resume)
+            done = {"before": out["before"], "after": out["after"], "eval_before": out["eval_before"].table,
+                    "eval_after": out["eval_after"].table, "grpo_log": out["grpo_log"], "grid": out["grid"],
+                    "metrics": out["metrics"]["metrics"], "cached": False}
+        per_seed[s] = done
+    table = pd.DataFrame([{"seed": s, "before": d["before"]["accuracy"], "after": d["after"]["accuracy"],
+                           "gain": d["after"]["accuracy"] - d["before"]["accuracy"],
+                           "after_ci_low": d["after"]["ci_low"], "after_ci_high": d["after"]["ci_high"],
+                           "share_A_after": d["after"]["share_A"], "cached": d["cached"]} for s, d in per_seed.items()])
+    after = stats.bootstrap({s: d["eval_after"] for s, d in per_seed.items()})
+    before = stats.bootstrap({s: d["eval_before"] for s, d in per_seed.items()})
+    gain = stats.bootstrap({s: d["eval_after"] for s, d in per_seed.items()},
+                           {s: d["eval_before"] for s, d in per_seed.items()})
+    spread = stats.seed_summary(table["after"])
+    metrics = {"acc_before": before["mean"], "acc_after_mean": after["mean"], "acc_after_low": after["low"],
+               "acc_after_high": after["high"], "gain_mean": gain["mean"], "gain_low": gain["low"],
+               "gain_high": gain["high"], "seed_sd": spread["sd"], "seed_min": spread["min"],
+               "seed_max": spread["max"], "n_seeds": len(seeds), "n_photos": after["n_photos"],
+               "n_test": after["n_puzzles"],
+               **{f"acc_after_seed{s}": d["after"]["accuracy"] for s, d in per_seed.items()}}
+    record = runs.MetricsRecord(kind="seeds", title=exp.name, model=exp.model, scale=exp.scale, metrics=metrics,
+                                paper_vs_ours=_paper_rows(exp, before["mean"], after["mean"]),
+                                details={"experiment": exp.to_dict(), "seeds": table.to_dict("records"),
+                                         "after": after, "before": before, "gain": gain, "spread": spread})
+    runs.write_metrics(root, record)
+    return {"seeds": per_seed, "table": table, "after": after, "before": before, "gain": gain, "spread": spread,
+            "metrics": record.to_dict()}

@@ -65,7 +65,7 @@ SPECIAL_TOKENS = [
 ]
 TAG_TOKENS = ["<think>", "</think>", "<answer>", "</answer>", "<reason>", "</reason>"]
 
-NANO_RECIPE_VERSION = 4
+NANO_RECIPE_VERSION = 5
 """Bumped whenever the build recipe changes in a way the config fields do not show."""
 
 DEFAULT_CACHE = Path(os.environ.get("JRL_CACHE", Path(__file__).resolve().parent.parent / ".cache"))
@@ -84,6 +84,7 @@ class NanoConfig:
     """
 
     vocab_size: int = 1024  # byte-level BPE trained on the workbook's prompts
+    tokenizer: str = "phrases"  # TOKENIZERS: "phrases" (v5: merges across spaces, ~4x fewer prompt tokens) or "words"
     hidden_size: int = 128  # text decoder width
     num_layers: int = 4  # text decoder depth
     num_heads: int = 4  # head_dim 32 -> mrope sections (4, 6, 6) over (t, h, w)
@@ -153,24 +154,45 @@ def tokenizer_corpus() -> list[str]:
     return lines
 
 
-def build_tokenizer(vocab_size: int = 1024):
+TOKENIZERS = ("phrases", "words")
+"""Pre-tokenization of the nano BPE. ``"words"`` (recipe v4) splits text at spaces, as GPT-2/Qwen do, so the
+2x1 pair prompt's 141 fixed template words cost ~160 tokens. ``"phrases"`` (recipe v5) splits only around
+digits, lone capital letters and ``(A)``-style choice labels, so BPE merges learn the template's fixed phrases
+(``"ĠpatchesĠthatĠhaveĠbeenĠrandomlyĠpermuted…"``) and the same prompt costs 39 tokens, while every position,
+size and choice letter stays its own token. The text is the paper's, byte for byte; only how the nano model
+reads it changes (the paper's Qwen tokenizer is untouched)."""
+
+_PHRASE_SPLIT = r"[0-9]+|\([A-Z]\)|\b[A-Z]\b"
+
+
+def build_tokenizer(vocab_size: int = 1024, kind: str = "phrases"):
     """Train a byte-level BPE tokenizer offline on :func:`tokenizer_corpus`.
 
     Args:
         vocab_size: total vocabulary including special tokens (>= 300).
+        kind: pre-tokenization, one of :data:`TOKENIZERS`.
     Returns:
         ``PreTrainedTokenizerFast`` with Qwen2-VL's special tokens, ``<|endoftext|>``
         as pad/bos and ``<|im_end|>`` as eos, left padding, and the chat template.
     Any string encodes (byte fallback); single capital letters and digits are
     single tokens.
+    Raises:
+        ValueError: ``vocab_size < 300`` or an unknown ``kind``.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     if vocab_size < 300:
         raise ValueError(f"vocab_size={vocab_size} is too small for a byte-level BPE; use >= 300.")
+    if kind not in TOKENIZERS:
+        raise ValueError(f"tokenizer={kind!r}: use one of {TOKENIZERS}.")
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if kind == "words":
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    else:
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(_PHRASE_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size - len(TAG_TOKENS),
@@ -215,7 +237,7 @@ def build_processor(cfg: NanoConfig):
     image_processor = Qwen2VLImageProcessor(min_pixels=px, max_pixels=px, patch_size=cfg.patch_size,
                                             merge_size=cfg.merge_size)
     video_processor = Qwen2VLVideoProcessor()
-    tokenizer = build_tokenizer(cfg.vocab_size)
+    tokenizer = build_tokenizer(cfg.vocab_size, cfg.tokenizer)
     return Qwen2_5_VLProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
@@ -402,16 +424,134 @@ def pretrain_overrides(steps: int | None) -> dict:
     return {"pretrain_steps": int(steps), "vision_pretrain_steps": int(steps), "vision_pretrain_pool": pool}
 
 
-def resolve_model(model: str, **nano_overrides) -> str:
-    """Map a notebook's ``model`` parameter to something :func:`load_model` opens.
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_DIR = REPO_ROOT / "data" / "nano"
+"""Where shipped nano base checkpoints live (``data/nano/nano-v<recipe version>/``), as hub checkpoints live on
+the hub: built once by ``jrl nano build``, committed, loaded by ``model="nano"``."""
+BASE_VERSION = f"nano-v{NANO_RECIPE_VERSION}"
+"""The shipped base that ``model="nano"`` loads; a changed build recipe gets a new version name."""
+CARD_FILE = "card.json"
+"""The build card beside a shipped checkpoint: recipe, config hash, sha256 of every file, held-out scores,
+probe scores, build time and machine."""
 
-    ``"nano"`` (or ``"nano:<key>=<value>,..."`` handled by callers) builds/reuses the
-    nano checkpoint and returns its folder; anything else (a hub id such as
+
+def file_hashes(folder: str | Path) -> dict[str, str]:
+    """``{file name: sha256 hex}`` of every file in a checkpoint folder except the card itself."""
+    folder = Path(folder)
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())
+            if p.is_file() and p.name != CARD_FILE}
+
+
+def read_card(folder: str | Path) -> dict:
+    """The build card of a shipped checkpoint; ``FileNotFoundError`` naming the fix when it is missing."""
+    path = Path(folder) / CARD_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: {folder} is not a shipped nano base. Rebuild it with "
+                                "`jrl nano build` or restore data/nano/ from git.")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def verify_base(folder: str | Path, config: NanoConfig | None = None) -> list[str]:
+    """Differences between a shipped checkpoint's files and its card (``[]`` = intact): a missing, extra or
+    changed file, or (with ``config``) a card built from another recipe than ``config``."""
+    folder = Path(folder)
+    card = read_card(folder)
+    problems = []
+    if config is not None and card.get("config_hash") != config.key():
+        problems.append(f"built from recipe {card.get('config_hash')}, not {config.key()} (the current NanoConfig): "
+                        "bump NANO_RECIPE_VERSION and run `jrl nano build`")
+    have, want = file_hashes(folder), card.get("sha256", {})
+    for name in sorted(set(want) | set(have)):
+        if name not in have:
+            problems.append(f"{name}: missing")
+        elif name not in want:
+            problems.append(f"{name}: not in the card")
+        elif have[name] != want[name]:
+            problems.append(f"{name}: sha256 {have[name][:12]}… differs from the card's {want[name][:12]}…")
+    return problems
+
+
+def shipped_base(version: str = BASE_VERSION) -> Path:
+    """The folder of the shipped nano base ``version``; never builds.
+
+    Raises:
+        FileNotFoundError: the folder or its weights are missing, with the fix (``jrl nano build``, or restore
+            ``data/nano/`` from git).
+    """
+    folder = SHIPPED_DIR / version
+    if not (folder / "model.safetensors").is_file() or not (folder / CARD_FILE).is_file():
+        raise FileNotFoundError(
+            f"the shipped nano base {folder} is missing (model.safetensors and {CARD_FILE}). Restore it from git "
+            f"(`git checkout -- data/nano`) or build it with `jrl nano build` (recipe v{NANO_RECIPE_VERSION}).")
+    return folder
+
+
+def resolve_model(model: str, **nano_overrides) -> str:
+    """Map a recipe's ``model`` to something :func:`load_model` opens.
+
+    ``"nano"`` without overrides is the shipped base (:func:`shipped_base`: loaded, never rebuilt silently);
+    ``"nano"`` with :class:`NanoConfig` overrides (a recipe's ``nano:`` section, e.g. small pretraining for smoke
+    tests) builds or reuses that variant in the cache (:func:`build_nano`); anything else (a hub id such as
     ``Qwen/Qwen2.5-VL-3B-Instruct`` or a local folder) is returned unchanged.
     """
     if model == "nano":
-        return str(build_nano(NanoConfig(**nano_overrides)))
+        return str(build_nano(NanoConfig(**nano_overrides)) if nano_overrides else shipped_base())
     return model
+
+
+def build_base(out: str | Path | None = None, *, overrides: dict | None = None, progress: bool = True,
+               n_probe: int = 600) -> Path:
+    """Build a nano base, score it, and write it with its build card (``jrl nano build``).
+
+    Steps: :func:`build_nano` of ``NanoConfig(**overrides)`` into a temporary cache; greedy accuracy on the RQ1
+    recipe's fixed held-out set (300 2x1 pair puzzles, test photos; chance 50%) and the "halves swapped"
+    linear probe (:func:`jrl_core.probe.swap_probe`); then the folder moves to ``out`` (default the shipped
+    :data:`BASE_VERSION`) with ``card.json``: version, recipe (config fields), config hash, parameters,
+    held-out pretraining scores, base accuracy, probe scores, build seconds, machine, package versions and the
+    sha256 of every file. Deterministic on one machine for one config.
+
+    Returns:
+        The output folder.
+    """
+    import platform
+    import time
+
+    import torch
+
+    from jrl_core import evaluate, experiment, probe
+
+    cfg = NanoConfig(**(overrides or {}))
+    out = Path(out) if out else SHIPPED_DIR / BASE_VERSION
+    t0 = time.time()
+    with tempfile.TemporaryDirectory(prefix="nano-build-") as tmp:
+        built = build_nano(cfg, cache_dir=tmp, force=True, progress=progress)
+        build_s = time.time() - t0
+        model, processor = load_model(str(built))
+        exp = experiment.load_recipe(probe.RECIPE, {"model": str(built), "n_test": 300})
+        test = experiment.heldout_rows(exp, view_size=view_size(processor))
+        base = evaluate.evaluate(model, processor, test, max_new_tokens=8, progress=progress).summary()
+        swap = probe.swap_probe(model, processor, n_train=n_probe)
+        meta = json.loads((built / "nano.json").read_text())
+        card = {"version": out.name, "recipe_version": NANO_RECIPE_VERSION, "config": dataclasses.asdict(cfg),
+                "config_hash": cfg.key(), "parameters": meta.get("parameters"),
+                "vision_pretraining_held_out": (meta.get("vision_pretraining") or {}).get("held_out_accuracy"),
+                "pretraining_held_out": (meta.get("pretraining") or {}).get("held_out_accuracy"),
+                "thinking_format": (meta.get("pretraining") or {}).get("thinking_format"),
+                "base_rq1_2x1_pair": {k: round(v, 4) if isinstance(v, float) else v for k, v in base.items()},
+                "probe_halves_swapped": swap, "build_seconds": round(build_s, 1),
+                "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                            "torch": torch.__version__, "threads": torch.get_num_threads()}}
+        staging = out.parent / f".{out.name}.staging"
+        if staging.exists():
+            shutil.rmtree(staging)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(built, staging)
+        card["sha256"] = file_hashes(staging)
+        (staging / CARD_FILE).write_text(json.dumps(card, indent=2, default=str) + "\n", encoding="utf-8")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(staging, out)
+    return out
 
 
 def load_model(name_or_path: str, *, dtype: str = "auto", device: str | None = None,

@@ -280,3 +280,75 @@ def arm_beta_schedules(arms: dict, *, title: str = "KL coefficient β(s)"):
             curves[f"GRPO-D {name} preset (not run)"] = functools.partial(
                 schedules.grpo_d_beta, total_steps=total, beta_min=lo, beta_max=hi)
     return beta_schedules(total, curves, title=title)
+
+
+def seed_curves(logs: dict, *, columns: Sequence[tuple[str, str]] = (
+        ("rewards/accuracy_reward/mean", "accuracy reward"), ("frac_reward_zero_std", "groups with zero reward std"),
+        ("kl", "KL to reference")), smooth: int = 10, title: str = ""):
+    """Training curves over seeds: each seed faint, the mean over seeds bold, a band of ±1 sd across seeds.
+
+    Args:
+        logs: seed -> per-step training table (:meth:`jrl_core.train.MetricsTable.frame`; ``step`` + columns).
+        columns: ``(column, panel title)`` pairs; absent columns are skipped.
+        smooth: rolling mean over this many steps before averaging.
+    Returns:
+        The matplotlib figure (one panel per column).
+    """
+    set_style()
+    logs = {s: lg for s, lg in logs.items() if lg is not None and len(lg)}
+    panels = [(c, t) for c, t in columns if any(c in lg for lg in logs.values())]
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(4.2 * max(1, len(panels)), 3.2), squeeze=False)
+    for ax, (col, label) in zip(axes[0], panels, strict=False):
+        curves = {s: lg.set_index("step")[col].rolling(smooth, min_periods=1).mean() for s, lg in logs.items()
+                  if col in lg}
+        for s, c in curves.items():
+            ax.plot(c.index, c.values, lw=1, alpha=0.35, label=f"seed {s}")
+        frame = pd.DataFrame(curves)
+        mean, sd = frame.mean(axis=1), frame.std(axis=1).fillna(0)
+        ax.plot(mean.index, mean.values, lw=2.5, color="black", label=f"mean of {len(curves)} seeds")
+        ax.fill_between(mean.index, (mean - sd).values, (mean + sd).values, color="black", alpha=0.12, lw=0)
+        ax.set_xlabel("GRPO step")
+        ax.set_title(label)
+    if panels:
+        axes[0][0].legend(fontsize=8, loc="best")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def seed_accuracies(table: pd.DataFrame, *, random: float | None = None, paper: Sequence[dict] = (),
+                    interval: dict | None = None, title: str = ""):
+    """Held-out accuracy per seed before and after training (one dot per seed, Wilson 95% bars), the mean after
+    training with its bootstrap interval over seeds and photos (``interval``: ``stats.bootstrap`` output) as a
+    band, the random-guess line, and the paper's numbers in a separate labelled panel.
+
+    Args:
+        table: ``experiment.run_seeds(...)["table"]`` (seed, before, after, after_ci_low, after_ci_high).
+    """
+    set_style()
+    ncols = 2 if paper else 1
+    fig, axes = plt.subplots(1, ncols, figsize=(5.5 + 3 * (ncols - 1), 3.6), squeeze=False,
+                             gridspec_kw={"width_ratios": [2, 1] if paper else [1]}, sharey=True)
+    ax = axes[0][0]
+    x = range(len(table))
+    ax.scatter(x, table["before"], marker="o", color="grey", label="base", zorder=3)
+    err = [table["after"] - table["after_ci_low"], table["after_ci_high"] - table["after"]]
+    ax.errorbar(x, table["after"], yerr=err, fmt="o", color="C0", capsize=3, label="after GRPO", zorder=3)
+    if interval:
+        ax.axhspan(interval["low"], interval["high"], color="C0", alpha=0.12, lw=0,
+                   label=f"mean {100 * interval['mean']:.1f}% ({100 * interval['low']:.1f}–{100 * interval['high']:.1f}%)")
+    if random is not None:
+        ax.axhline(random, color="grey", ls="--", lw=1, label="random guess")
+    ax.set_xticks(list(x), [f"seed {s}" for s in table["seed"]])
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("held-out accuracy")
+    ax.set_title("ours (measured)")
+    ax.legend(fontsize=8, loc="lower right")
+    if paper:
+        p = pd.DataFrame(paper)
+        axes[0][1].bar(range(len(p)), p["accuracy"], fill=False, hatch="//")
+        axes[0][1].set_xticks(range(len(p)), p["label"], rotation=20, ha="right", fontsize=8)
+        axes[0][1].set_title("paper (reported)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     model, processor = tiny_model(args.model, out / "cache", state)
     settings = dataclasses.replace(
         train.NANO, steps=args.steps, prompts_per_step=args.prompts_per_step, num_generations=args.num_generations,
-        per_device_batch=args.per_device_batch, warmup_ratio=0.0, report_to=(),
+        per_device_batch=args.per_device_batch, warmup_ratio=0.0, report_to=(), save_fraction=0.0,
     )
     init_hash = parameter_hash(model)
     views = sample_views(load_photos("skimage", "train"), 8, seed=0, size=args.image_size)

@@ -37,7 +37,7 @@ def test_completion_log_has_every_rollout_with_rewards_and_row_columns(nano_dir,
     assert len(log) == 2 * 2 * 4  # steps × prompts × G
     assert sorted(log["step"].unique()) == [1, 2]
     assert {"prompt_id", "completion", "reward_accuracy", "reward_varied", "advantage", "length_tokens",
-            "length_chars", "solution", "answer_type", "m", "n", "think", "mode"} <= set(log.columns)
+            "length_chars", "solution", "answer_type", "m", "n", "mode"} <= set(log.columns)
     assert (log.groupby(["step", "prompt_id"]).size() == 4).all()  # whole groups of G completions
     assert (log["length_chars"] == log["completion"].str.len()).all()
     assert log["length_tokens"].between(1, 4).all()

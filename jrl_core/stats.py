@@ -1,0 +1,94 @@
+"""Intervals that respect how the held-out set is built: bootstrap over photos (and seeds).
+
+The held-out set is 300 crops of a handful of test photos, so its puzzles are not independent: two crops of the
+same photo tend to be right or wrong together, and a Wilson interval over 300 "independent" puzzles is too
+narrow. :func:`bootstrap` resamples *photos* (all puzzles of a drawn photo come along: a cluster bootstrap)
+and, with several runs, *seeds* too, and returns a percentile interval of the mean accuracy; with a second
+arm it returns the interval of the paired difference (same seeds, same puzzles). Seed spread is reported
+separately (:func:`seed_summary`), so a reader sees what is run-to-run variation and what is puzzle sampling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+
+def photo_of(image_id: str) -> str:
+    """The source photo of a held-out view id (``"chelsea#17"`` -> ``"chelsea"``; other ids unchanged)."""
+    return str(image_id).split("#", 1)[0]
+
+
+def _matrix(tables: Mapping[object, pd.DataFrame], column: str) -> tuple[np.ndarray, list[str]]:
+    """(seeds × puzzles) values of ``column`` and the photo of each puzzle; every table must list the same
+    puzzles in the same order (one fixed held-out set)."""
+    frames = list(tables.values())
+    ids = frames[0]["image_id"].astype(str).tolist()
+    for f in frames[1:]:
+        if f["image_id"].astype(str).tolist() != ids:
+            raise ValueError("bootstrap: the runs were scored on different held-out puzzles; pass evaluation tables "
+                             "of one fixed held-out set (experiment.heldout_rows).")
+    values = np.stack([pd.to_numeric(f[column]).to_numpy(dtype=float) for f in frames])
+    return values, ids
+
+
+def bootstrap(tables: Mapping[object, pd.DataFrame], baseline: Mapping[object, pd.DataFrame] | None = None, *,
+              column: str = "correct", n_boot: int = 4000, level: float = 0.95, seed: int = 0) -> dict:
+    """Mean accuracy over runs with a cluster-bootstrap interval (photos, and seeds when there are several).
+
+    Args:
+        tables: run (e.g. seed) -> per-puzzle evaluation table (``evaluate.EvalResult.table``: ``image_id`` and
+            ``column`` in [0, 1]) of one fixed held-out set.
+        baseline: optional second arm with the same keys and puzzles; the result is then about the paired
+            difference ``tables − baseline`` (per seed, per puzzle).
+        column: the score column (``correct``: exact match).
+        n_boot: bootstrap resamples; level: interval coverage; seed: the resampling RNG seed.
+    Returns:
+        ``{"mean", "low", "high", "n_runs", "n_photos", "n_puzzles"}`` (accuracies or differences in [−1, 1]).
+    Raises:
+        ValueError: empty input, mismatched keys or puzzles.
+    """
+    if not tables:
+        raise ValueError("bootstrap needs at least one evaluation table.")
+    values, ids = _matrix(tables, column)
+    photos = np.array([photo_of(i) for i in ids])
+    if baseline is not None:
+        if list(baseline) != list(tables):
+            raise ValueError(f"bootstrap: baseline runs {list(baseline)} differ from {list(tables)}; pair them by seed.")
+        base, base_ids = _matrix(baseline, column)
+        if base_ids != ids:
+            raise ValueError("bootstrap: the baseline was scored on other puzzles; pair arms on one held-out set.")
+        values = values - base
+    groups = [np.flatnonzero(photos == p) for p in dict.fromkeys(photos)]
+    rng = np.random.default_rng(seed)
+    n_runs = values.shape[0]
+    # per run and photo: sum and count, so a resample is a weighted sum over photos
+    sums = np.stack([values[:, g].sum(axis=1) for g in groups], axis=1)  # (runs, photos)
+    counts = np.array([len(g) for g in groups], dtype=float)
+    stats = np.empty(n_boot)
+    for b in range(n_boot):
+        pick_p = rng.integers(0, len(groups), len(groups))
+        pick_r = rng.integers(0, n_runs, n_runs) if n_runs > 1 else np.zeros(1, dtype=int)
+        stats[b] = sums[np.ix_(pick_r, pick_p)].sum() / (counts[pick_p].sum() * len(pick_r))
+    alpha = (1 - level) / 2
+    return {"mean": float(values.mean()), "low": float(np.quantile(stats, alpha)),
+            "high": float(np.quantile(stats, 1 - alpha)), "n_runs": n_runs, "n_photos": len(groups),
+            "n_puzzles": values.shape[1]}
+
+
+def seed_summary(accuracies: Sequence[float]) -> dict:
+    """Run-to-run spread of per-seed accuracies: ``{"mean", "sd", "min", "max", "n"}`` (sd with ddof 1; 0 for one)."""
+    a = np.asarray(list(accuracies), dtype=float)
+    if a.size == 0:
+        raise ValueError("seed_summary needs at least one accuracy.")
+    return {"mean": float(a.mean()), "sd": float(a.std(ddof=1)) if a.size > 1 else 0.0, "min": float(a.min()),
+            "max": float(a.max()), "n": int(a.size)}
+
+
+def seeds_for_half_width(sd: float, half_width: float = 0.05, z: float = 1.96) -> int:
+    """Seeds needed for a ±``half_width`` interval of the mean at seed spread ``sd`` (normal approximation)."""
+    if half_width <= 0:
+        raise ValueError(f"half_width must be > 0, got {half_width}.")
+    return max(2, int(np.ceil((z * sd / half_width) ** 2)))
