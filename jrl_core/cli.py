@@ -16,6 +16,7 @@ Examples::
     jrl study full --only rq1_jigsaw_2x1_pair --force
     jrl run rq1_jigsaw.ipynb -p steps 20 -p lr 1e-5 --name try1
     jrl index
+    jrl lab --port 8888 --no-browser     # JupyterLab on notebooks/, this environment's kernel
     jrl train --recipe nano/rq1_2x1_pair --set grpo.steps=20
     accelerate launch --config_file recipes/accelerate/deepspeed_zero2.yaml -m jrl_core.cli train \
         --recipe paper/qwen2.5-vl-3b_2x1_pair_nothink
@@ -25,8 +26,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
@@ -153,6 +155,45 @@ def _cmd_index(args: argparse.Namespace) -> int:
 
 
 @subcommand
+def _add_lab(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("lab", help="open JupyterLab on notebooks/ with this environment (kernels start in the repo root)")
+    p.add_argument("--port", type=int, help="port to listen on (default: JupyterLab's, 8888 or the next free one)")
+    p.add_argument("--no-browser", action="store_true", help="do not open a browser (e.g. on a remote machine)")
+    p.add_argument("options", nargs="*", metavar="-- OPTION",
+                   help="more `jupyter lab` options after `--` (e.g. -- --allow-root --ServerApp.ip=0.0.0.0)")
+    p.set_defaults(func=_cmd_lab)
+
+
+def lab_command(port: int | None = None, no_browser: bool = False, options: Sequence[str] = ()) -> list[str]:
+    """The command ``jrl lab`` runs: JupyterLab of this interpreter's environment (``sys.executable -m jupyter
+    lab``) showing ``notebooks/``, its kernels started in the repository root, as in a study run
+    (``jrl_core.study.execute_run``), so that relative paths (a notebook's default ``runs/<name>_interactive``
+    folder, ``data/``) resolve the same in both. ``options`` are appended as they are."""
+    from jrl_core.study import NOTEBOOKS_DIR, REPO_ROOT
+
+    cmd = [sys.executable, "-m", "jupyter", "lab", f"--notebook-dir={NOTEBOOKS_DIR}",
+           f"--MappingKernelManager.root_dir={REPO_ROOT}"]
+    if port is not None:
+        cmd.append(f"--port={port}")
+    if no_browser:
+        cmd.append("--no-browser")
+    return cmd + list(options)
+
+
+def _cmd_lab(args: argparse.Namespace) -> int:
+    import importlib.util
+    import os
+
+    if importlib.util.find_spec("jupyterlab") is None:
+        raise UsageError(f"JupyterLab is not installed in this environment ({sys.prefix}): pip install -e .")
+    cmd = lab_command(args.port, args.no_browser, args.options)
+    print(" ".join(cmd), file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os.execv(cmd[0], cmd)  # JupyterLab takes over this process: Ctrl-C and signals reach it directly
+    return 0  # not reached
+
+
+@subcommand
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="run one training recipe (recipes/<name>.yaml): evaluate, train, evaluate")
     p.add_argument("--recipe", required=True, help="recipe name under recipes/ (e.g. nano/rq1_2x1_pair) or a path")
@@ -185,6 +226,46 @@ def _cmd_train(args: argparse.Namespace) -> int:
     out = run_experiment(exp, args.out or Path("runs") / exp.name, resume=not args.restart)
     print(json.dumps({"before": out["before"], "after": out["after"],
                       "resumed_from_step": out.get("resumed_from_step")}, indent=2))
+    return 0
+
+
+@subcommand
+def _add_nano(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("nano", help="the nano base model: build it (with its build card) or verify the shipped one")
+    p.add_argument("action", choices=("build", "verify"), help="build: pretrain, score and write a base; "
+                   "verify: check the shipped files against their card")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="NanoConfig field, e.g. --set pretrain_steps=1200 (YAML values); default: the current recipe")
+    p.add_argument("--out", help="output folder (default: data/nano/<BASE_VERSION>, the shipped base)")
+    p.set_defaults(func=_cmd_nano)
+
+
+def _cmd_nano(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import yaml
+
+    from jrl_core import nano
+
+    with expected():
+        fields = {f.name for f in dataclasses.fields(nano.NanoConfig)}
+        overrides = {}
+        for item in args.overrides:
+            key, sep, value = item.partition("=")
+            if not sep or key not in fields:
+                raise UsageError(f"--set {item!r}: expected KEY=VALUE with KEY a NanoConfig field ({', '.join(sorted(fields))}).")
+            overrides[key] = yaml.safe_load(value)
+        if args.action == "verify":
+            folder = Path(args.out) if args.out else nano.shipped_base()
+            problems = nano.verify_base(folder, None if args.out else nano.NanoConfig())
+            for line in problems:
+                print(f"{folder}: {line}", file=sys.stderr)
+            print(f"{folder}: {'intact' if not problems else f'{len(problems)} problem(s)'}")
+            return 1 if problems else 0
+    out = nano.build_base(args.out, overrides=overrides)
+    card = nano.read_card(out)
+    print(json.dumps({k: card[k] for k in ("version", "config_hash", "base_rq1_2x1_pair", "probe_halves_swapped",
+                                           "build_seconds")}, indent=2))
     return 0
 
 

@@ -1,8 +1,10 @@
-"""Report pieces a notebook displays: puzzle examples, metric tables, completions, metrics.json.
+"""Report pieces a notebook displays: a summary row, puzzle examples, metric tables, completions,
+long tables as files beside the report, metrics.json.
 
 Model completions are untrusted text: every string from a model or a record goes
 through ``html.escape`` before it reaches HTML. Images are embedded as base64 PNG so
-that a report is one self-contained file.
+that a report is one self-contained file. Percentages are shown rounded, with their unit and
+interval ("56.0% (50.3–61.5%)", :func:`pct_ci`).
 """
 
 from __future__ import annotations
@@ -10,12 +12,16 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
+import numbers
+import re
 from pathlib import Path
 
 import pandas as pd
 
 from jrl_core.atomic import atomic_write_text
 from jrl_core.plots import PAPER_TABLES
+from jrl_core.study import SUMMARY_MARKER, format_duration  # the study report puts a summary block first
 
 
 def _img_tag(image, size: int = 112) -> str:
@@ -56,16 +62,36 @@ def completions_html(table: pd.DataFrame, columns=("image_id", "solution", "comp
     return HTMLBlock(table[cols].to_html(index=False, escape=True))
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def pct(value, digits: int = 1) -> str:
+    """A share in [0, 1] as a rounded percentage: ``0.56 -> "56.0%"``; ``"n/a"`` when missing or not finite."""
+    return f"{100 * value:.{digits}f}%" if _is_number(value) else "n/a"
+
+
+def pct_ci(value, low=None, high=None, digits: int = 1) -> str:
+    """A share in [0, 1] with its interval, rounded, with the unit: ``pct_ci(.56, .503, .615)`` ->
+    ``"56.0% (50.3–61.5%)"`` (an en dash between the bounds). Without both bounds: ``"56.0%"``;
+    a missing value: ``"n/a"``."""
+    if not _is_number(value):
+        return "n/a"
+    if not (_is_number(low) and _is_number(high)):
+        return pct(value, digits)
+    return f"{pct(value, digits)} ({100 * low:.{digits}f}–{pct(high, digits)})"
+
+
 def metrics_table(before, after) -> pd.DataFrame:
-    """Before/after summary (accuracy %, 95% CI, valid answers %, share of "A" %)."""
+    """Before/after summary, rounded with units: accuracy with its 95% Wilson interval, valid answers,
+    share of "A" answers, the random-guess level (all %), and n (puzzles)."""
     rows = []
     for name, r in (("base", before), ("after GRPO", after)):
         s = r.summary()
-        rows.append({"model": name, "accuracy %": 100 * s["accuracy"],
-                     "95% CI": f"{100 * s['ci_low']:.1f}–{100 * s['ci_high']:.1f}",
-                     "valid %": 100 * s["valid"], "answers 'A' %": 100 * s["share_A"],
-                     "random %": 100 * s["random"], "n": s["n"]})
-    return pd.DataFrame(rows).round(1)
+        rows.append({"model": name, "accuracy (95% CI)": pct_ci(s["accuracy"], s["ci_low"], s["ci_high"]),
+                     "valid": pct(s["valid"]), "answers 'A'": pct(s["share_A"]), "random guess": pct(s["random"]),
+                     "n": int(s["n"])})
+    return pd.DataFrame(rows)
 
 
 def paper_rows_table1(question_type: str, m: int, n: int, think: bool, model: str = "Qwen2.5-VL-3B") -> list[dict]:
@@ -86,15 +112,134 @@ def paper_rows_table1(question_type: str, m: int, n: int, think: bool, model: st
 
 
 def arms_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """The comparison as a readable table: accuracy %, 95% CI, valid %, answers 'A' %, wall time."""
+    """The comparison as a readable table, rounded with units: accuracy with its 95% interval, valid %,
+    answers 'A' %, random-guess %, n (puzzles) and wall time ("4m 05s"; empty for base rows)."""
     out = summary.copy()
-    out["accuracy %"] = 100 * out["accuracy"]
-    out["95% CI"] = [f"{100 * lo:.1f}–{100 * hi:.1f}" for lo, hi in zip(out["ci_low"], out["ci_high"], strict=True)]
-    out["valid %"] = 100 * out["valid"]
-    out["answers 'A' %"] = 100 * out["share_A"]
-    out["random %"] = 100 * out["random"]
-    cols = ["arm", "mode", "algorithm", "accuracy %", "95% CI", "valid %", "answers 'A' %", "random %", "n", "wall_s"]
-    return out[[c for c in cols if c in out]].round(1)
+    out["accuracy (95% CI)"] = [pct_ci(a, lo, hi) for a, lo, hi in
+                                zip(out["accuracy"], out["ci_low"], out["ci_high"], strict=True)]
+    for col, name in (("valid", "valid"), ("share_A", "answers 'A'"), ("random", "random guess")):
+        if col in out:
+            out[name] = [pct(v) for v in out[col]]
+    if "wall_s" in out:
+        out["wall"] = [format_duration(v) if _is_number(v) else "" for v in out["wall_s"]]
+    cols = ["arm", "mode", "algorithm", "accuracy (95% CI)", "valid", "answers 'A'", "random guess", "n", "wall"]
+    return out[[c for c in cols if c in out]]
+
+
+def _figure_tag(figure) -> str:
+    """An embedded PNG ``<img>`` of a matplotlib figure, a PIL image or PNG bytes."""
+    if isinstance(figure, (bytes, bytearray)):
+        png = bytes(figure)
+    else:
+        buf = io.BytesIO()
+        if hasattr(figure, "savefig"):  # matplotlib
+            figure.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+        else:  # PIL
+            figure.save(buf, format="PNG")
+        png = buf.getvalue()
+    b64 = base64.b64encode(png).decode()
+    return (f'<img src="data:image/png;base64,{b64}" alt="key figure" '
+            'style="max-width:560px;max-height:300px;width:auto;height:auto;display:block">')
+
+
+def summary_row(question: str, paper_claim: str | None, ours: str, verdict: str | None = None,
+                figure=None) -> HTMLBlock:
+    """The block a report opens with: the question, the paper's claim with its number, our result with
+    its interval, the verdict and the key figure, in one short row (about 300 px tall at 1,400 px wide).
+
+    A study report moves this block to the top of the page (``jrl_core.study.split_logs``), wherever the
+    notebook displays it; in JupyterLab it shows where it is displayed.
+
+    Args:
+        question: the research question, one sentence.
+        paper_claim: the paper's number and where it comes from (e.g. ``"52.2% → 98.8% (Jigsaw-R1 Table 1,
+            Qwen2.5-VL-3B, 2x1 pair, non-thinking)"``); None: "no paper number".
+        ours: our result with its interval and scale (e.g. from :func:`before_after_text`).
+        verdict: e.g. ``"reproduced"``, ``"not reproduced at nano scale"``; None: not shown.
+        figure: the key figure (matplotlib figure, PIL image or PNG bytes), shown on the right; None: none.
+
+    Returns:
+        HTML (inline styles, every text escaped) marked with :data:`SUMMARY_MARKER`.
+    """
+    rows = [("Question", question), ("Paper", paper_claim if paper_claim else "no paper number"), ("Ours", ours)]
+    if verdict:
+        rows.append(("Verdict", verdict))
+    cells = "".join(
+        f'<dt style="font-weight:600;color:#656d76">{html.escape(k)}</dt>'
+        f'<dd style="margin:0{";font-weight:600" if k == "Verdict" else ""}">{html.escape(str(v))}</dd>'
+        for k, v in rows)
+    text = (f'<dl style="display:grid;grid-template-columns:max-content 1fr;gap:.3rem 1rem;margin:0;'
+            f'flex:1 1 420px;align-content:start">{cells}</dl>')
+    fig = f'<div style="flex:0 0 auto">{_figure_tag(figure)}</div>' if figure is not None else ""
+    return HTMLBlock(
+        f'<section class="jrl-summary" {SUMMARY_MARKER}="1" style="display:flex;gap:1.5rem;flex-wrap:wrap;'
+        f'align-items:flex-start;border:1px solid #d0d7de;border-left:4px solid #0969da;border-radius:6px;'
+        f'padding:.8rem 1rem;margin:.5rem 0 1rem;font:14px/1.45 system-ui,-apple-system,sans-serif;'
+        f'color:#1f2328;text-align:left">{text}{fig}</section>')
+
+
+def before_after_text(before, after, *, scale: str | None = None) -> str:
+    """Our before → after accuracy with Wilson 95% intervals, for :func:`summary_row`:
+    ``"47.5% (36.9–58.3%) base → 56.0% (50.3–61.5%) after GRPO (n = 80 held-out puzzles, nano scale)"``.
+
+    Args:
+        before, after: ``jrl_core.evaluate.EvalResult`` (or their ``summary()`` dicts).
+    """
+    b = before.summary() if hasattr(before, "summary") else before
+    a = after.summary() if hasattr(after, "summary") else after
+    where = f"n = {int(a['n'])} held-out puzzles" + (f", {scale} scale" if scale else "")
+    return (f"{pct_ci(b['accuracy'], b['ci_low'], b['ci_high'])} base → "
+            f"{pct_ci(a['accuracy'], a['ci_low'], a['ci_high'])} after GRPO ({where})")
+
+
+def paper_claim_table1(question_type: str, m: int, n: int, think: bool, model: str = "Qwen2.5-VL-3B") -> str | None:
+    """The paper's before → after for :func:`summary_row`, from :func:`paper_rows_table1`:
+    ``"52.2% base → 98.8% after GRPO (Jigsaw-R1 Table 1, Qwen2.5-VL-3B, 2x1 pair, non-thinking)"``; None when the
+    paper has no such cell."""
+    rows = {("base" if " base" in r["label"] else "after"): r["accuracy"]
+            for r in paper_rows_table1(question_type, m, n, think, model)}
+    if "after" not in rows:
+        return None
+    table = "Table 1" if question_type == "pair" else "Table 7"
+    where = f"Jigsaw-R1 {table}, {model}, {max(m, n)}x{min(m, n)} {question_type}, {'thinking' if think else 'non-thinking'}"
+    start = f"{pct(rows['base'])} base → " if "base" in rows else ""
+    return f"{start}{pct(rows['after'])} after GRPO ({where})"
+
+
+_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def table_file(df: pd.DataFrame, run_dir, name: str, head: int = 10) -> HTMLBlock:
+    """Write a long table (per step, per puzzle) as ``<run_dir>/<name>.csv`` and show its first rows with a
+    link to the file, so that the report stays short and the whole table stays one click away.
+
+    The CSV is written atomically (every row and column, full text). The head shown is escaped HTML, with
+    floats to 4 significant digits and text cells cut at 200 characters. The link is relative
+    (``<name>.csv``): it resolves from a study report, which lives in ``run_dir``.
+
+    Args:
+        df: the table.
+        run_dir: folder of the run (created if missing).
+        name: file name without folder, ``[A-Za-z0-9][A-Za-z0-9._-]*``; ``.csv`` is added unless given.
+        head: rows shown.
+
+    Raises:
+        ValueError: ``name`` is not a plain file name.
+    """
+    if not _FILE_NAME.match(name):
+        raise ValueError(f"table name {name!r}: use letters, digits, '.', '_', '-' (it becomes a file name)")
+    file = name if name.endswith(".csv") else f"{name}.csv"
+    atomic_write_text(Path(run_dir) / file, df.to_csv(index=False))
+    shown = df.head(head).copy()
+    for col in shown.columns:
+        if not pd.api.types.is_numeric_dtype(shown[col]):
+            shown[col] = [v if not isinstance(v, str) or len(v) <= 200 else v[:199] + "…" for v in shown[col]]
+    table = shown.to_html(index=False, escape=True, float_format=lambda v: f"{v:.4g}", border=0)
+    link = f'<a href="{html.escape(file, quote=True)}" download>{html.escape(file)}</a>'
+    caption = (f"{link}: {len(df):,} rows × {len(df.columns)} columns"
+               + (f"; the first {min(head, len(df))} shown" if len(df) > head else ""))
+    return HTMLBlock(f'<div class="jrl-table-file"><p style="margin:.3rem 0">{caption}</p>'
+                     f'<div style="overflow-x:auto">{table}</div></div>')
 
 
 def write_comparison_metrics(run_dir, *, title: str, model: str, scale: str, summary: pd.DataFrame,

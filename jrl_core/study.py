@@ -4,7 +4,10 @@ A *study* is a YAML file under ``studies/`` listing notebook runs (notebook + na
 parameters). Each run executes one notebook with papermill into ``<reports>/<name>/``:
 
 - ``<name>.ipynb``  the executed notebook (partial, with the traceback, if it failed);
-- ``index.html``    a self-contained HTML report (figures embedded as base64 PNG);
+- ``index.html``    a self-contained HTML report (figures embedded as base64 PNG; code inputs hidden
+                    behind a "Show code" toggle; a summary block the notebook displays comes first);
+- ``run.log``       the stderr, warnings and progress output of every cell, which the report leaves
+                    out except in a failed cell (linked from the report's top and from the index);
 - ``run.json``      the run record (parameters, hash, status, git commit, package
                     versions, hardware, timings, and the metrics the notebook wrote);
 - whatever the notebook itself writes into ``run_dir`` (injected as a parameter),
@@ -24,6 +27,7 @@ wall-clock limit (``timeout_s``: study YAML, :class:`RunSpec`, or the ``timeout_
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import functools
 import hashlib
@@ -63,6 +67,8 @@ METRICS_FILE = runs.METRICS_FILE
 """File name a notebook may write into ``run_dir`` to report key metrics."""
 RUN_RECORD_FILE = "run.json"
 REPORT_FILE = "index.html"
+LOG_FILE = "run.log"
+"""Beside the report: the stderr, warnings and progress output its page leaves out (see :func:`split_logs`)."""
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _RUN_KEYS = {"notebook", "name", "parameters", "timeout_s"}
@@ -374,14 +380,147 @@ def read_notebook_metrics(run_dir: str | os.PathLike) -> tuple[dict, Any, str | 
 # ----------------------------------------------------------------------------- execution
 
 
-def _render_html(nb: Any, title: str) -> str:
+def _render_html(nb: Any, title: str, log_href: str | None = None) -> str:
+    """The self-contained HTML page of ``nb`` (already cleaned by :func:`split_logs`).
+
+    ``log_href`` (relative URL of the run's log) is linked from the bar at the top of the page, beside the
+    "Show code" toggle (see ``templates/jrl_offline/index.html.j2``).
+    """
     from nbconvert import HTMLExporter
 
-    # "jrl_offline" = nbconvert's lab template minus CDN scripts (require.js, MathJax).
+    # "jrl_offline" = nbconvert's lab template minus CDN scripts (require.js, MathJax), with code inputs
+    # hidden behind a toggle and a link to the log.
     exporter = HTMLExporter(template_name="jrl_offline",
                             extra_template_basedirs=[str(Path(__file__).resolve().parent / "templates")])
-    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
+    resources = {"metadata": {"name": title}, "jrl_log_href": log_href}
+    body, _ = exporter.from_notebook_node(nb, resources=resources)
     return body
+
+
+_WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+_WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+SUMMARY_MARKER = "data-jrl-summary"
+"""Attribute of the block :func:`jrl_core.report.summary_row` returns: the report shows that block first."""
+
+# Batch kernels only (papermill runs of a study): deprecation warnings that these libraries raise about
+# their own calls are noise this project cannot fix (TRL's GRPOTrainer reads transformers' deprecated
+# `is_gradient_checkpointing` once per step: a FutureWarning attributed to transformers.modeling_utils).
+# A deprecation attributed to our code (a library warning with stacklevel pointing at jrl_core or a notebook)
+# still reaches run.log, to be fixed; interactive kernels (JupyterLab) and the library itself filter nothing.
+_THIRD_PARTY = r"(transformers|trl|peft|accelerate|torch|torchvision|datasets|huggingface_hub)(\.|$)"
+BATCH_KERNEL_SETUP = "; ".join(
+    f"__import__('warnings').filterwarnings('ignore', category={category}, module={_THIRD_PARTY!r})"
+    for category in ("FutureWarning", "DeprecationWarning")
+)
+"""Code every batch kernel runs before the notebook's first cell (``IPKernelApp.exec_lines``; binds no name)."""
+
+
+def _text(value: Any) -> str:
+    return "".join(value) if isinstance(value, list) else str(value or "")
+
+
+def _html_to_text(markup: str) -> str:
+    """Readable text of a small HTML fragment (a progress bar with its table): cells tab-separated."""
+    text = re.sub(r"</t[dh]>", "\t", re.sub(r"\s+", " ", markup), flags=re.I)
+    text = re.sub(r"</tr>|</div>|</p>|<br\s*/?>", "\n", text, flags=re.I)
+    text = html.unescape(re.sub(r"<[^>]+>", "", text))
+    lines = ("\t".join(part.strip() for part in line.split("\t")).strip() for line in text.splitlines())
+    return "\n".join(line for line in lines if line)
+
+
+def _widget_text(view: dict, state: dict) -> str | None:
+    """The last state of a progress widget (tqdm.notebook's HBox: description, bar, counts) as one line."""
+    model = state.get(str(view.get("model_id")), {}).get("state", {})
+    parts, stopped = [], False
+    for child in model.get("children") or []:
+        child_state = state.get(str(child).removeprefix("IPY_MODEL_"), {}).get("state", {})
+        if "max" in child_state:  # the bar: tqdm marks a bar left unfinished by an exception "danger"
+            stopped = child_state.get("bar_style") == "danger"
+        elif child_state.get("value"):
+            parts.append(html.unescape(str(child_state["value"])).replace("\u2007", " "))
+    if not parts:
+        return None
+    layout = state.get(str(model.get("layout", "")).removeprefix("IPY_MODEL_"), {}).get("state", {})
+    if layout.get("visibility") == "hidden" and not stopped:  # tqdm's leave=False hides a finished bar
+        return "|".join(parts) + " (closed; its last drawn state)"
+    return "|".join(parts) + (" (stopped)" if stopped else "")
+
+
+def _progress_text(output: dict, state: dict) -> str | None:
+    """The text of a progress output (a widget, or an HTML ``<progress>`` bar such as transformers' notebook
+    callback with its per-step table), else None: the output is not progress."""
+    data = output.get("data") or {}
+    if _WIDGET_VIEW in data:  # no widget state kept: the text it was first shown with
+        return _widget_text(data[_WIDGET_VIEW], state) or _text(data.get("text/plain"))
+    markup = _text(data.get("text/html"))
+    if "<progress" in markup.lower():
+        return _html_to_text(markup)
+    return None
+
+
+def split_logs(nb: Any, *, failed: bool = False) -> tuple[Any, str]:
+    """Split an executed notebook into the page a reader sees and the log that goes beside it.
+
+    Of every code cell that ran without an error, the stderr stream outputs (warnings, text progress bars)
+    and the progress outputs (tqdm widgets, HTML ``<progress>`` bars with their tables) leave the page for
+    the log. A cell with an error output keeps all its outputs in the page (its traceback and what the cell
+    wrote to stderr before it), and so does the last cell with outputs of a ``failed`` run (a timed-out cell
+    shows no error); their stderr is copied to the log as well. Widget views are turned into their text
+    everywhere in the page and the notebook's widget state is dropped, so the page needs no widget script
+    from the network. The block :func:`jrl_core.report.summary_row` made (:data:`SUMMARY_MARKER`) moves to the
+    top of the page. ``nb`` itself is not changed.
+
+    Args:
+        nb: the executed notebook (nbformat v4 node).
+        failed: the run ended with an error or a timeout.
+
+    Returns:
+        ``(page, log)``: a cleaned deep copy of ``nb`` and the log text (``""`` when nothing was moved),
+        one ``## cell N (In [k])`` section per cell with its texts in output order.
+    """
+    import nbformat
+
+    page = copy.deepcopy(nb)
+    state = (page.metadata.get("widgets") or {}).get(_WIDGET_STATE, {}).get("state", {})
+    page.metadata.pop("widgets", None)
+    code = [i for i, c in enumerate(page.cells) if c.cell_type == "code"]
+    keep = {i for i in code if any(o.get("output_type") == "error" for o in page.cells[i].get("outputs", []))
+            or page.cells[i].metadata.get("papermill", {}).get("exception")}
+    with_outputs = [i for i in code if page.cells[i].get("outputs")]
+    if failed and with_outputs:
+        keep.add(with_outputs[-1])
+    sections, summary = [], None
+    for i in code:
+        cell = page.cells[i]
+        kept, logged = [], []
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream" and out.get("name") == "stderr":
+                logged.append(_text(out.get("text")).replace("\r\n", "\n").replace("\r", "\n"))
+                if i in keep:
+                    kept.append(out)
+                continue
+            progress = _progress_text(out, state)
+            if progress is not None:
+                logged.append(progress.rstrip("\n") + "\n")
+                if i in keep:  # the text only: a widget view needs a widget manager from the network
+                    out.data = {"text/plain": progress}
+                    kept.append(out)
+                continue
+            if summary is None and SUMMARY_MARKER in _text((out.get("data") or {}).get("text/html")):
+                summary = out
+                continue
+            kept.append(out)
+        cell.outputs = kept
+        text = "".join(logged).strip("\n")
+        if text:
+            count = cell.get("execution_count")
+            sections.append(f"## cell {i}" + (f" (In [{count}])" if count is not None else "") + f"\n{text}\n")
+    if summary is not None:
+        top = nbformat.v4.new_code_cell(source="")
+        top.outputs = [summary]
+        top.metadata["transient"] = {"remove_source": True}  # nbconvert: no input box at all
+        page.cells.insert(0, top)
+    return page, "\n".join(sections)
 
 
 def _error_notebook(spec: RunSpec, message: str) -> Any:
@@ -405,7 +544,7 @@ def _remove_stale_temp_files(run_dir: Path, name: str) -> list[Path]:
     (``.NAME.*.tmp.ipynb``) and half-written atomic writes of the files this module and
     :func:`jrl_core.runs.write_metrics` write (``.FILE.*.tmp``). Returns the removed paths."""
     patterns = [f".{name}.*.tmp.ipynb"] + [
-        f".{f}.*{_TEMP_SUFFIX}" for f in (RUN_RECORD_FILE, REPORT_FILE, f"{name}.ipynb", METRICS_FILE)
+        f".{f}.*{_TEMP_SUFFIX}" for f in (RUN_RECORD_FILE, REPORT_FILE, LOG_FILE, f"{name}.ipynb", METRICS_FILE)
     ]
     removed = []
     for pattern in patterns:
@@ -508,9 +647,12 @@ def execute_run(
 
     The notebook runs in a fresh kernel with the repository root as working directory,
     with ``spec.parameters`` plus ``run_dir`` (absolute path of ``<reports_dir>/<name>``,
-    str) injected after its ``parameters`` cell. Writes, atomically, into ``run_dir``:
-    ``<name>.ipynb`` (executed notebook), ``index.html`` (self-contained "lab" HTML,
-    figures as base64 PNG) and ``run.json`` (record; see module doc).
+    str) injected after its ``parameters`` cell; the (IPython) kernel first runs :data:`BATCH_KERNEL_SETUP`
+    (drops third-party libraries' deprecation warnings about their own calls). Writes, atomically, into ``run_dir``:
+    ``<name>.ipynb`` (executed notebook, every output kept), ``index.html`` (self-contained "lab" HTML,
+    figures as base64 PNG, code inputs behind a "Show code" toggle; the stderr and progress output of
+    cells that ran without an error left out, see :func:`split_logs`), ``run.log`` (what the page left
+    out, linked from its top) and ``run.json`` (record; see module doc).
 
     Order, so that a run killed at any point is never taken for finished: (1) temporary
     files left by a killed earlier attempt are removed; (2) ``run.json`` is replaced by a
@@ -585,7 +727,7 @@ def execute_run(
     # buried under thousands of tqdm updates (the kernel inherits the environment; tqdm >= 4.66
     # reads TQDM_* defaults from it). An explicit setting of the user's wins.
     os.environ.setdefault("TQDM_MININTERVAL", "60")
-    engine_kwargs: dict[str, Any] = {}
+    engine_kwargs: dict[str, Any] = {"extra_arguments": [f"--IPKernelApp.exec_lines={BATCH_KERNEL_SETUP}"]}
     if limit is not None:
         deadline = time.monotonic() + limit
         # nbclient asks for each cell's timeout: what is left of the run's budget (a small positive
@@ -634,7 +776,12 @@ def execute_run(
         nb.cells.insert(0, nbformat.v4.new_markdown_cell(f"**Run stopped: {html.escape(error or '')}**"))
     tmp_nb.unlink(missing_ok=True)
     atomic_write_text(out_path, nbformat.writes(nb))
-    atomic_write_text(run_dir / REPORT_FILE, _render_html(nb, spec.name))
+    page, log = split_logs(nb, failed=error is not None)
+    atomic_write_text(run_dir / LOG_FILE, (
+        f"# {LOG_FILE} of run {spec.name!r} ({spec.notebook}, started {started}): the stderr, warnings and\n"
+        f"# progress output of every cell; {REPORT_FILE} leaves them out except in a cell that failed.\n\n"
+        + (log or "(nothing: no cell wrote to stderr or showed progress)") + "\n"))
+    atomic_write_text(run_dir / REPORT_FILE, _render_html(page, spec.name, log_href=LOG_FILE))
 
     metrics, skipped_inputs, metrics_error = read_notebook_metrics(run_dir)
     outputs = [f for f in (out_path.name, REPORT_FILE, METRICS_FILE) if (run_dir / f).is_file()]
@@ -898,6 +1045,14 @@ def _status_cell(rec: dict) -> str:
 _INDEX_COLUMNS = ("run", "notebook", "status", "wall", "metrics", "skipped inputs", "commit", "finished")
 
 
+def _log_link(run_dir: Path) -> str:
+    """A small link to the run's log (stderr, warnings, progress), when it has one."""
+    if not (run_dir / LOG_FILE).is_file():
+        return ""
+    href = _esc(urllib.parse.quote(os.fsencode(run_dir.name)) + "/" + LOG_FILE)
+    return f' <a class="muted log" href="{href}" title="stderr, warnings and progress of the run">log</a>'
+
+
 def _index_row(run_dir: Path, href: str) -> tuple[str, list[tuple[str, dict]]]:
     """One index row and the run's paper-vs-ours items; raises ``ValueError`` for an unusable record."""
     rec, problem = load_run_record(run_dir)
@@ -907,7 +1062,7 @@ def _index_row(run_dir: Path, href: str) -> tuple[str, list[tuple[str, dict]]]:
     finished = rec.get("finished") or (f"started {rec['started']}" if rec.get("started") else "")
     row = (
         "<tr>"
-        f'<td><a href="{href}">{_esc(name)}</a></td>'
+        f'<td><a href="{href}">{_esc(name)}</a>{_log_link(run_dir)}</td>'
         f'<td class="mono">{_esc(rec.get("notebook"))}</td>'
         f"<td>{_status_cell(rec)}</td>"
         f'<td class="num">{_esc(format_duration(rec.get("wall_s")))}</td>'
@@ -996,10 +1151,13 @@ def write_index(reports_dir: str | os.PathLike = "reports") -> Path:
 
 
 __all__ = [
+    "BATCH_KERNEL_SETUP",
+    "LOG_FILE",
     "METRICS_FILE",
     "NOTEBOOKS_DIR",
     "REPO_ROOT",
     "STUDIES_DIR",
+    "SUMMARY_MARKER",
     "RunResult",
     "RunSpec",
     "cached_record",
@@ -1016,5 +1174,6 @@ __all__ = [
     "resolve_notebook",
     "run_hash",
     "run_study",
+    "split_logs",
     "write_index",
 ]

@@ -1,5 +1,7 @@
 """Reports in a real browser: headless Chromium loads the index and a report, every figure
-loads, no console error appears, and a completion containing <script> renders as text."""
+loads, no console error appears, and a completion containing <script> renders as text; a
+successful report shows no stderr, opens with its summary above the fold at 1,400 x 900, keeps
+its code behind a toggle and stays short."""
 
 import json
 import shutil
@@ -83,16 +85,21 @@ class Browser:
         time.sleep(0.5)
         self.eval("1")  # drain events
 
-    def eval(self, expr):
-        return self.call("Runtime.evaluate", expression=expr, returnByValue=True)["result"].get("value")
+    def eval(self, expr, await_promise=False):
+        return self.call("Runtime.evaluate", expression=expr, returnByValue=True,
+                         awaitPromise=await_promise)["result"].get("value")
+
+    def viewport(self, width, height):
+        self.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False)
 
     def close(self):
         self.ws.close()
         self.proc.kill()
 
 
-@pytest.fixture
-def reports(tmp_path):
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("browser_reports")
     nb = nbformat.v4.new_notebook()
     params = nbformat.v4.new_code_cell("run_dir = None")
     params.metadata["tags"] = ["parameters"]
@@ -104,6 +111,18 @@ def reports(tmp_path):
             " random=.5, paper=[dict(label='paper', accuracy=.9)])\n"
             f"display(report.completions_html(pd.DataFrame({{'completion': [{EVIL!r}], 'score': [0.0]}})))\n"
             f"json.dump({{'acc': 0.5, 'note': {EVIL!r}}}, open(Path(run_dir) / 'metrics.json', 'w'))"),
+        # What a training run writes besides its figures: a warning per step, progress bars, a per-step table.
+        nbformat.v4.new_code_cell(
+            "import sys, warnings\nfrom tqdm.auto import tqdm\n"
+            "for step in tqdm(range(150), desc='steps'):\n"
+            "    warnings.warn(f'step {step}: deprecated', UserWarning)\n"
+            "    print(f'step {step}', file=sys.stderr)\n"
+            "display(report.table_file(pd.DataFrame({'step': range(150), 'loss': [1 / (s + 1) for s in range(150)]}),"
+            " run_dir, 'steps'))"),
+        # The summary is displayed last; the report shows it first.
+        nbformat.v4.new_code_cell(
+            "display(report.summary_row('Does GRPO teach it?', '52.2% base → 98.8% (paper)',"
+            " report.pct_ci(0.56, 0.503, 0.615), verdict='not reproduced', figure=fig))"),
     ]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     path = tmp_path / "fig.ipynb"
@@ -119,7 +138,8 @@ def test_index_and_report_load_in_chromium_without_errors(reports, tmp_path):
     browser = Browser(tmp_path)
     try:
         browser.open((reports / "index.html").as_uri())
-        assert browser.eval("document.querySelectorAll('a[href*=browser_check]').length") == 1
+        assert browser.eval("document.querySelectorAll('a[href=\"browser_check/index.html\"]').length") == 1
+        assert browser.eval("document.querySelectorAll('a[href=\"browser_check/run.log\"]').length") == 1
         assert browser.eval("window.__pwned === undefined")
         browser.open((reports / "browser_check" / "index.html").as_uri())
         n_img = browser.eval("document.images.length")
@@ -128,5 +148,74 @@ def test_index_and_report_load_in_chromium_without_errors(reports, tmp_path):
         assert browser.eval("window.__pwned === undefined"), "a completion's <script> ran"
         assert "window.__pwned" in browser.eval("document.body.innerText"), "the completion must show as text"
         assert browser.errors == []
+    finally:
+        browser.close()
+
+
+def _open_report(browser, reports):
+    browser.viewport(1400, 900)
+    browser.open((reports / "browser_check" / "index.html").as_uri())
+
+
+def test_successful_report_shows_no_stderr_and_every_image_decodes(reports, tmp_path):
+    browser = Browser(tmp_path)
+    try:
+        _open_report(browser, reports)
+        assert browser.eval("document.querySelectorAll('[data-mime-type=\"application/vnd.jupyter.stderr\"]')"
+                            ".length") == 0
+        text = browser.eval("document.body.innerText")
+        assert "deprecated" not in text and "it/s]" not in text and "steps: 100%" not in text
+        assert "deprecated" in (reports / "browser_check" / "run.log").read_text()
+        assert browser.eval("document.images.length") >= 2  # the figure, and the same one in the summary
+        assert browser.eval("Promise.all(Array.from(document.images).map(i => i.decode().then(() => i.naturalWidth > 0,"
+                            " () => false))).then(ok => ok.every(Boolean))", await_promise=True)
+        assert browser.errors == []
+    finally:
+        browser.close()
+
+
+def test_summary_row_is_above_the_fold_at_1400_by_900(reports, tmp_path):
+    browser = Browser(tmp_path)
+    try:
+        _open_report(browser, reports)
+        assert browser.eval("window.innerWidth") == 1400 and browser.eval("window.innerHeight") == 900
+        box = browser.eval("(() => { const r = document.querySelector('[data-jrl-summary]').getBoundingClientRect();"
+                           " return {top: r.top + scrollY, bottom: r.bottom + scrollY, height: r.height}; })()")
+        assert box["height"] > 0 and box["bottom"] <= 900, box  # the whole block, its figure included
+        assert "not reproduced" in browser.eval("document.querySelector('[data-jrl-summary]').innerText")
+    finally:
+        browser.close()
+
+
+def test_code_is_hidden_until_the_toggle_shows_it(reports, tmp_path):
+    browser = Browser(tmp_path)
+    try:
+        _open_report(browser, reports)
+        visible_inputs = ("Array.from(document.querySelectorAll('.jp-CodeCell .jp-Cell-inputWrapper'))"
+                          ".filter(e => e.offsetParent !== null).length")
+        toggle = "document.querySelector('label[for=jrl-show-code]')"
+        assert browser.eval(visible_inputs) == 0
+        assert browser.eval(f"{toggle}.getBoundingClientRect().height") > 0  # the toggle itself is visible
+        browser.eval(f"{toggle}.click()")
+        assert browser.eval(visible_inputs) >= 3  # every code cell's input is in the page, not removed
+        assert "report.summary_row" in browser.eval("document.body.innerText")
+    finally:
+        browser.close()
+
+
+# The fixture's report holds one figure (~380 px tall at 1,400 px wide), its copy in the summary (<= 300 px), a
+# 1-row completions table, the 10-row head of the per-step table (~300 px) and the bar on top: about 1,200 px
+# (measured: 1,165 px). 3,000 px leaves room for a taller figure or a larger font, and fails as soon as a long
+# output reaches the page: the 150 warnings and 150 stderr lines (450 lines at ~17 px: ~7,500 px) or the whole
+# 150-row table (~27 px a row: ~4,000 px).
+MAX_REPORT_HEIGHT_PX = 3000
+
+
+def test_report_height_stays_below_the_bound(reports, tmp_path):
+    browser = Browser(tmp_path)
+    try:
+        _open_report(browser, reports)
+        height = browser.eval("document.documentElement.scrollHeight")
+        assert height < MAX_REPORT_HEIGHT_PX, height
     finally:
         browser.close()

@@ -509,3 +509,138 @@ def test_index_shows_skipped_inputs(study, tmp_path):
     assert "<th>skipped inputs</th>" in page
     assert "<code>too_small</code>: 2" in page  # alpha's notebook wrote {"too_small": 2}
     assert "<code>bad_name</code>: 1" in page and "<code>unreadable</code>: 3" in page
+
+
+# ----------------------------------------------------------------------------- logs out of the page
+
+NOISY = (  # the texts are assembled at run time, so that only outputs (not the hidden code) contain them
+    "import sys, warnings\n"
+    "from tqdm.auto import tqdm\n"
+    "for _ in tqdm(range(3), desc='noisy-' + 'steps'):\n"
+    "    pass\n"
+    "print('noisy-' + 'stderr-line', file=sys.stderr)\n"
+    "warnings.warn('noisy-' + 'own-warning')\n"
+    "# a library's deprecation about its own call (as TRL reading transformers' is_gradient_checkpointing)\n"
+    "warnings.warn_explicit('noisy-' + 'third-party-deprecation', FutureWarning, 'modeling_utils.py', 1,\n"
+    "                       module='transformers.modeling_utils')\n"
+    "print('noisy-' + 'stdout-line')"
+)
+SUMMARY = (
+    "from jrl_core import report\n"
+    "display(report.summary_row('noisy-question?', 'paper 98.8%', report.pct_ci(0.56, 0.503, 0.615)))"
+)
+
+
+def _write_noisy_notebook(path: Path, *, fail: bool = False) -> Path:
+    nb = new_notebook()
+    params = new_code_cell("run_dir = None")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, new_code_cell(FIGURE.replace("scale", "1.0")), new_code_cell(NOISY), new_code_cell(SUMMARY)]
+    if fail:
+        nb.cells.append(new_code_cell("import sys\nprint('failing-cell-' + 'stderr', file=sys.stderr)\n"
+                                      "raise RuntimeError('noisy-' + 'failure')"))
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def noisy(tmp_path_factory):
+    d = tmp_path_factory.mktemp("noisy")
+    reports = d / "reports"
+    results = run_study([RunSpec(str(_write_noisy_notebook(d / "noisy.ipynb")), "noisy"),
+                         RunSpec(str(_write_noisy_notebook(d / "noisy_fail.ipynb", fail=True)), "noisy_fail")],
+                        reports, progress=False)
+    return reports, {r.name: r for r in results}
+
+
+def test_successful_report_has_no_stderr_warning_or_progress_output(noisy):
+    reports, results = noisy
+    assert results["noisy"].ok, results["noisy"].error
+    page = (reports / "noisy" / "index.html").read_text()
+    for text in ("noisy-stderr-line", "noisy-own-warning", "noisy-steps", "UserWarning",
+                 'data-mime-type="application/vnd.jupyter.stderr"', "widget-view+json", "widget-state+json"):
+        assert text not in page, text
+    assert "noisy-stdout-line" in page  # stdout stays
+    assert "data:image/png;base64," in page
+
+
+def test_log_beside_the_report_has_what_the_page_left_out(noisy):
+    reports, _ = noisy
+    log = (reports / "noisy" / "run.log").read_text()
+    assert "noisy-stderr-line" in log and "noisy-own-warning" in log
+    assert "noisy-steps: 100%" in log and "3/3" in log  # the progress bar's last state
+    assert "noisy-stdout-line" not in log
+
+
+def test_batch_kernel_drops_third_party_deprecations_only(noisy):
+    reports, _ = noisy
+    nb = nbformat.read(reports / "noisy" / "noisy.ipynb", as_version=4)
+    text = json.dumps([c.get("outputs", []) for c in nb.cells])
+    assert "noisy-third-party-deprecation" not in text  # filtered in the batch kernel
+    assert "noisy-own-warning" in text  # ours is not filtered: the executed notebook keeps every output
+
+
+def test_report_links_its_log_and_the_index_links_it_too(noisy):
+    reports, _ = noisy
+    page = (reports / "noisy" / "index.html").read_text()
+    assert 'href="run.log"' in page
+    assert 'href="noisy/run.log"' in (reports / "index.html").read_text()
+
+
+def test_failed_cell_keeps_its_traceback_and_stderr_in_the_page(noisy):
+    reports, results = noisy
+    assert results["noisy_fail"].status == "failed"
+    page = (reports / "noisy_fail" / "index.html").read_text()
+    assert "noisy-failure" in page and "failing-cell-stderr" in page
+    assert "noisy-stderr-line" not in page  # the cells that ran fine are cleaned all the same
+    assert "failing-cell-stderr" in (reports / "noisy_fail" / "run.log").read_text()
+
+
+def test_code_inputs_are_hidden_behind_a_toggle_not_removed(noisy):
+    reports, _ = noisy
+    page = (reports / "noisy" / "index.html").read_text()
+    assert 'id="jrl-show-code"' in page and 'for="jrl-show-code"' in page
+    assert "#jrl-show-code:not(:checked) ~ main .jp-CodeCell .jp-Cell-inputWrapper { display: none; }" in page
+    assert "noisy-steps" not in page.split("<main>")[0]
+    assert "warn_explicit" in page  # the code is there, only hidden
+
+
+def test_summary_block_opens_the_report(noisy):
+    reports, _ = noisy
+    page = (reports / "noisy" / "index.html").read_text()
+    main_part = page.split("<main>", 1)[1]
+    assert page.count("data-jrl-summary") == 1
+    assert main_part.index("data-jrl-summary") < main_part.index("data:image/png;base64,")
+    assert "56.0% (50.3–61.5%)" in page and "noisy-question?" in page
+
+
+def test_split_logs_turns_widgets_and_html_progress_into_log_lines():
+    from nbformat.v4 import new_output
+
+    from jrl_core.study import split_logs
+
+    view = {"version_major": 2, "version_minor": 0, "model_id": "bar"}
+    cell = new_code_cell("train()")
+    cell.execution_count = 3
+    cell.outputs = [
+        new_output("display_data", data={"application/vnd.jupyter.widget-view+json": view, "text/plain": "0%"}),
+        new_output("display_data", data={"text/html": "<div><progress value='2' max='2'></progress> Epoch 2/2</div>"
+                                                      "<table><tr><th>Step</th><th>Loss</th></tr>"
+                                                      "<tr><td>1</td><td>0.5</td></tr></table>",
+                                         "text/plain": "<IPython.core.display.HTML object>"}),
+        new_output("stream", name="stderr", text="a\rb\n"),
+        new_output("stream", name="stdout", text="kept\n"),
+    ]
+    nb = new_notebook(cells=[cell])
+    state = {"bar": {"state": {"children": ["IPY_MODEL_l", "IPY_MODEL_p", "IPY_MODEL_r"]}},
+             "l": {"state": {"value": "steps:\u2007100%"}}, "p": {"state": {"value": 2.0, "max": 2.0}},
+             "r": {"state": {"value": "\u20072/2\u2007[00:01&lt;00:00]"}}}
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": state}}
+    page, log = split_logs(nb)
+    assert [o.get("text") for o in page.cells[0].outputs] == ["kept\n"]
+    assert "widgets" not in page.metadata and "widgets" in nb.metadata  # nb itself unchanged
+    assert log.startswith("## cell 0 (In [3])")
+    assert "steps: 100%| 2/2 [00:01<00:00]" in log
+    assert "Epoch 2/2" in log and "Step\tLoss" in log and "1\t0.5" in log
+    assert "a\nb" in log
