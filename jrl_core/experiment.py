@@ -415,3 +415,23 @@ def run_seeds(exp: Experiment, run_dir: str | Path, seeds, *, grid: GridSpec | N
     runs.write_metrics(root, record)
     return {"seeds": per_seed, "table": table, "after": after, "before": before, "gain": gain, "spread": spread,
             "metrics": record.to_dict()}
+
+
+def seed_grids(res: dict):
+    """The evaluation grid of a :func:`run_seeds` result: ``{"before": the base's grid (the same for every
+    seed), "after": per cell the mean accuracy over seeds, with ``seed_min``/``seed_max`` and ``n_seeds``}``;
+    None when the run had no grid. Rows: size, question_type, mode, accuracy, random (+ interval columns of
+    the base)."""
+    import pandas as pd
+
+    frames = {s: d["grid"] for s, d in res["seeds"].items() if d.get("grid") is not None}
+    if not frames:
+        return None
+    first = next(iter(frames.values()))
+    before = first[first["stage"] == "before"].reset_index(drop=True)
+    after = pd.concat([g[g["stage"] == "after"].assign(seed=s) for s, g in frames.items()], ignore_index=True)
+    keys = ["size", "question_type", "mode"]
+    agg = after.groupby(keys, sort=False).agg(accuracy=("accuracy", "mean"), seed_min=("accuracy", "min"),
+                                              seed_max=("accuracy", "max"), n_seeds=("seed", "nunique"),
+                                              random=("random", "first"), n=("n", "first")).reset_index()
+    return {"before": before, "after": agg}

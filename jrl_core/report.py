@@ -349,3 +349,46 @@ def generalization_eval(*, suite_items: int, mode: str = "non_thinking", grid_si
         return {"suite": suite, "grid": grid, "downstream": down}
 
     return score
+
+
+def seeds_text(res: dict, *, scale: str | None = None) -> str:
+    """Our multi-seed result for :func:`summary_row`, from ``experiment.run_seeds``: the mean after training with
+    its bootstrap interval over seeds and photos, the gain over the base with its paired interval, and every
+    seed's accuracy (none selected), e.g. ``"78.0% (70.1–85.2%) after GRPO, mean of 3 seeds (71.3%, 80.0%,
+    82.7%); base 45.0%; gain +33.0 points (25.1–40.2); 300 held-out puzzles of 5 photos, nano scale"``."""
+    a, b, g = res["after"], res["before"], res["gain"]
+    seeds = ", ".join(pct(x) for x in res["table"]["after"])
+    where = f"{a['n_puzzles']} held-out puzzles of {a['n_photos']} photos" + (f", {scale} scale" if scale else "")
+    return (f"{pct_ci(a['mean'], a['low'], a['high'])} after GRPO, mean of {a['n_runs']} seeds ({seeds}); "
+            f"base {pct(b['mean'])}; gain {100 * g['mean']:+.1f} points ({100 * g['low']:+.1f} to "
+            f"{100 * g['high']:+.1f}); {where}")
+
+
+def seeds_table(table: pd.DataFrame) -> pd.DataFrame:
+    """``experiment.run_seeds(...)["table"]`` for reading: per seed, base and after-training accuracy with the
+    Wilson 95% interval, the gain in points, the share of "A" answers, and whether the seed was read back."""
+    return pd.DataFrame({
+        "seed": table["seed"],
+        "base": [pct(x) for x in table["before"]],
+        "after GRPO (95% CI)": [pct_ci(a, lo, hi) for a, lo, hi in
+                                zip(table["after"], table["after_ci_low"], table["after_ci_high"], strict=True)],
+        "gain (points)": [f"{100 * x:+.1f}" for x in table["gain"]],
+        "answers 'A'": [pct(x) for x in table["share_A_after"]],
+        "read back": table["cached"],
+    })
+
+
+def grid_table(grids: dict) -> pd.DataFrame:
+    """``experiment.seed_grids`` for reading: per question type and size, the base's accuracy with its Wilson
+    95% interval, the trained models' mean over seeds with the seed range, and the random-guess level."""
+    before = grids["before"].set_index(["question_type", "size"])
+    after = grids["after"].set_index(["question_type", "size"])
+    rows = []
+    for key in before.index:
+        b, a = before.loc[key], after.loc[key] if key in after.index else None
+        rows.append({"question": key[0], "size": key[1], "puzzles": int(b["n"]),
+                     "base (95% CI)": pct_ci(b["accuracy"], b["ci_low"], b["ci_high"]),
+                     "after GRPO, mean of seeds (range)": "n/a" if a is None else
+                     f"{pct(a['accuracy'])} ({pct(a['seed_min'])}–{pct(a['seed_max'])}, {int(a['n_seeds'])} seeds)",
+                     "random": pct(b["random"])})
+    return pd.DataFrame(rows)

@@ -92,3 +92,27 @@ def seeds_for_half_width(sd: float, half_width: float = 0.05, z: float = 1.96) -
     if half_width <= 0:
         raise ValueError(f"half_width must be > 0, got {half_width}.")
     return max(2, int(np.ceil((z * sd / half_width) ** 2)))
+
+
+VERDICTS = ("reproduced", "contradicted", "inconclusive")
+"""The pre-registered verdict of a claim (decided before the run; see :func:`verdict`)."""
+
+
+def verdict(low: float, high: float, direction: int = 1) -> str:
+    """The rule written before any run: a claim that arm A beats arm B (``direction=1``; −1 for "A is worse")
+    is *reproduced* when the 95% interval of the difference A − B excludes zero in the paper's direction,
+    *contradicted* when it excludes zero the other way, *inconclusive* otherwise.
+
+    Raises:
+        ValueError: ``low > high`` or ``direction`` not ±1.
+    """
+    if low > high:
+        raise ValueError(f"verdict: low={low} > high={high}; pass the interval's lower bound first.")
+    if direction not in (1, -1):
+        raise ValueError(f"verdict: direction must be 1 or -1, got {direction!r}.")
+    lo, hi = (low, high) if direction == 1 else (-high, -low)
+    if lo > 0:
+        return "reproduced"
+    if hi < 0:
+        return "contradicted"
+    return "inconclusive"

@@ -15,7 +15,8 @@ def tiny_overrides(nano_dir) -> dict:
 def test_rq1_notebook_and_jrl_train_build_the_same_training_rows_and_heldout_set(nano_dir, tmp_path):
     over = tiny_overrides(nano_dir)
     spec = study.RunSpec(notebook="rq1_jigsaw.ipynb", name="rq1_same",
-                         parameters={"recipe": "nano/rq1_2x1_pair", "overrides": over, "grid_sizes": []})
+                         parameters={"recipe": "nano/rq1_2x1_pair", "overrides": over, "seeds": [2],
+                                     "grid_sizes": []})
     result = study.execute_run(spec, reports_dir=tmp_path / "reports", progress=False)
     assert result.ok, result.error
     sets = [f"{k}={json.dumps(v)}" for k, v in over.items()]
@@ -23,7 +24,7 @@ def test_rq1_notebook_and_jrl_train_build_the_same_training_rows_and_heldout_set
     for s in sets:
         args += ["--set", s]
     assert cli.main(args) == 0
-    from_notebook = runs.read_metrics(tmp_path / "reports" / "rq1_same")["metrics"]
+    from_notebook = runs.read_metrics(tmp_path / "reports" / "rq1_same" / "seed2")["metrics"]
     from_cli = runs.read_metrics(tmp_path / "cli")["metrics"]
     assert from_notebook["train_rows_sha256"] == from_cli["train_rows_sha256"]
     assert from_notebook["heldout_sha256"] == from_cli["heldout_sha256"]
