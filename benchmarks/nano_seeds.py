@@ -1,0 +1,48 @@
+"""GRPO over seeds from the shipped nano base: every seed's held-out accuracy, the mean with its bootstrap interval
+(seeds and photos), min and max. The README's per-seed table comes from here.
+
+    .venv/bin/python benchmarks/nano_seeds.py [--recipe nano/rq1_2x1_pair] [--seeds 0 1 2 3 4] \
+        [--set size=1x2 ...] [--out runs/seeds-<name>]
+
+Each seed is ``experiment.run_experiment`` of the recipe with that seed (``jrl train --recipe R --set seed=S``),
+in ``<out>/seed<S>/``; finished seeds are read back, so a killed run continues. Prints one JSON record and a
+Markdown row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import yaml
+
+from jrl_core import experiment
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--recipe", default="nano/rq1_2x1_pair")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--out", help="run folder (default: runs/seeds-<recipe name>[-<overrides>])")
+    args = ap.parse_args()
+    over = {k: yaml.safe_load(v) for k, _, v in (o.partition("=") for o in args.overrides)}
+    exp = experiment.load_recipe(args.recipe, over)
+    tag = "-".join(f"{k}{v}" for k, v in over.items()).replace("/", "_")
+    out = Path(args.out or f"runs/seeds-{exp.name}{'-' + tag if tag else ''}")
+    t0 = time.time()
+    res = experiment.run_seeds(exp, out, args.seeds)
+    a, g, sp = res["after"], res["gain"], res["spread"]
+    rec = {"recipe": args.recipe, "overrides": over, "seeds": args.seeds, "per_seed": res["table"].to_dict("records"),
+           "base": res["before"]["mean"], "after": a, "gain": g, "spread": sp, "wall_s": round(time.time() - t0, 1)}
+    print(json.dumps(rec, indent=1, default=str))
+    seeds = " / ".join(f"{100 * x:.1f}" for x in res["table"]["after"])
+    print(f"| {exp.size} {exp.question_type} | {100 * res['before']['mean']:.1f}% | {seeds} | "
+          f"{100 * a['mean']:.1f}% ({100 * a['low']:.1f}–{100 * a['high']:.1f}%) | {100 * sp['min']:.1f}% | "
+          f"{100 * sp['max']:.1f}% |")
+
+
+if __name__ == "__main__":
+    main()
