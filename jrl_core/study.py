@@ -225,6 +225,22 @@ def _study_path(path_or_name: str | os.PathLike) -> Path:
     return STUDIES_DIR / f"{s}.yaml"
 
 
+def _check_parameters(notebook: str, parameters: dict, where: str) -> None:
+    """A study run's parameters must be names its notebook's ``parameters`` cell declares (a typo would
+    otherwise run the defaults and be recorded "ok"). A missing notebook is left to ``execute_run``."""
+    from jrl_core.config import notebook_parameters
+
+    try:
+        path = resolve_notebook(notebook)
+        declared = notebook_parameters(path)
+    except (FileNotFoundError, ValueError):
+        return
+    unknown = sorted(set(parameters) - set(declared))
+    if unknown:
+        raise ValueError(f"{where}: unknown parameter(s) {unknown} of {Path(notebook).name}; "
+                         f"known: {sorted(k for k in declared if k != 'run_dir')}")
+
+
 def load_study(path_or_name: str | os.PathLike) -> list[RunSpec]:
     """Read a study file into run specs.
 
@@ -294,6 +310,7 @@ def load_study(path_or_name: str | os.PathLike) -> list[RunSpec]:
         if "run_dir" in merged:
             raise ValueError(f"{where}: 'parameters.run_dir' is reserved (injected by the study runner)")
         timeout = _check_timeout(run["timeout_s"], f"{where}: 'timeout_s'") if "timeout_s" in run else study_timeout
+        _check_parameters(run["notebook"], merged, where)
         specs.append(RunSpec(notebook=run["notebook"], name=run["name"], parameters=merged, timeout_s=timeout))
     return specs
 

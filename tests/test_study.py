@@ -644,3 +644,12 @@ def test_split_logs_turns_widgets_and_html_progress_into_log_lines():
     assert "steps: 100%| 2/2 [00:01<00:00]" in log
     assert "Epoch 2/2" in log and "Step\tLoss" in log and "1\t0.5" in log
     assert "a\nb" in log
+
+
+def test_study_refuses_a_parameter_its_notebook_does_not_declare(tmp_path):
+    path = tmp_path / "typo.yaml"
+    path.write_text("runs:\n  - notebook: rq1_jigsaw.ipynb\n    name: rq1\n    parameters: {seeed: 3}\n")
+    from jrl_core.study import load_study as load
+
+    with pytest.raises(ValueError, match="unknown parameter.*seeed"):
+        load(path)
