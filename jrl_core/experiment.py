@@ -408,10 +408,23 @@ def run_seeds(exp: Experiment, run_dir: str | Path, seeds, *, grid: GridSpec | N
                "seed_max": spread["max"], "n_seeds": len(seeds), "n_photos": after["n_photos"],
                "n_test": after["n_puzzles"],
                **{f"acc_after_seed{s}": d["after"]["accuracy"] for s, d in per_seed.items()}}
+    from jrl_core import report
+
+    m0, n0 = exp.curriculum_().sizes[0]
+    result = {"seeds": per_seed, "table": table, "after": after, "before": before, "gain": gain, "spread": spread}
+    finding = {"claim": f"GRPO raises held-out {m0}x{n0} {exp.question_type} accuracy ({exp.mode}) above the base "
+                        "(Jigsaw-R1 Finding 1)",
+               "paper": report.paper_claim_table1(exp.question_type, m0, n0, exp.think) or "no paper number",
+               "ours": report.seeds_text(result, scale=exp.scale),
+               "difference": f"{100 * gain['mean']:+.1f} points ({100 * gain['low']:+.1f} to {100 * gain['high']:+.1f})",
+               "verdict": stats.verdict(gain["low"], gain["high"]),
+               "rule": "reproduced when the 95% interval of the paired gain excludes 0 upwards (jrl_core.stats.verdict)"}
+    metrics["verdict"] = finding["verdict"]
     record = runs.MetricsRecord(kind="seeds", title=exp.name, model=exp.model, scale=exp.scale, metrics=metrics,
                                 paper_vs_ours=_paper_rows(exp, before["mean"], after["mean"]),
                                 details={"experiment": exp.to_dict(), "seeds": table.to_dict("records"),
-                                         "after": after, "before": before, "gain": gain, "spread": spread})
+                                         "after": after, "before": before, "gain": gain, "spread": spread,
+                                         "finding": finding})
     runs.write_metrics(root, record)
     return {"seeds": per_seed, "table": table, "after": after, "before": before, "gain": gain, "spread": spread,
             "metrics": record.to_dict()}

@@ -1133,6 +1133,15 @@ def write_index(reports_dir: str | os.PathLike = "reports") -> Path:
         rows.append(row)
         comparisons += items
 
+    findings = []
+    for run_dir in sorted(p for p in reports.iterdir() if p.is_dir() and (p / RUN_RECORD_FILE).is_file()):
+        record = runs.read_metrics(run_dir)
+        finding = ((record or {}).get("details") or {}).get("finding") if isinstance(record, dict) else None
+        if isinstance(finding, dict):
+            href = _esc(urllib.parse.quote(os.fsencode(run_dir.name)) + "/" + REPORT_FILE)
+            findings.append(
+                "<tr>" + "".join(f"<td>{_esc(finding.get(k))}</td>" for k in ("claim", "paper", "ours", "difference"))
+                + f'<td><b>{_esc(finding.get("verdict"))}</b></td><td><a href="{href}">{_esc(run_dir.name)}</a></td></tr>')
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -1140,6 +1149,13 @@ def write_index(reports_dir: str | os.PathLike = "reports") -> Path:
         "<title>jrl study reports</title>",
         f"<style>{_CSS}</style></head><body>",
         "<h1>Study reports</h1>",
+    ]
+    if findings:
+        parts += ["<h2>Findings</h2>",
+                  '<table class="findings"><thead><tr><th>claim</th><th>paper</th><th>ours (mean, 95% interval, seeds)'
+                  "</th><th>difference (95% interval)</th><th>verdict</th><th>report</th></tr></thead><tbody>",
+                  *findings, "</tbody></table>", "<h2>Runs</h2>"]
+    parts += [
         f'<p class="meta">{len(rows)} run(s) · index written {_esc(_now())}</p>',
         "<table><thead><tr>" + "".join(f"<th>{c}</th>" for c in _INDEX_COLUMNS) + "</tr></thead><tbody>",
         *(rows or [f'<tr><td colspan="{len(_INDEX_COLUMNS)}">no runs yet</td></tr>']),

@@ -653,3 +653,18 @@ def test_study_refuses_a_parameter_its_notebook_does_not_declare(tmp_path):
 
     with pytest.raises(ValueError, match="unknown parameter.*seeed"):
         load(path)
+
+
+def test_index_opens_with_the_findings_table_escaped(tmp_path):
+    from jrl_core import runs
+    from jrl_core.study import write_index as index
+
+    run = tmp_path / "rq1_seeds"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"name": "rq1_seeds", "notebook": "rq1_jigsaw.ipynb", "status": "ok"}))
+    runs.write_metrics(run, runs.MetricsRecord(kind="seeds", details={"finding": {
+        "claim": "GRPO raises <b>accuracy</b>", "paper": "52.2% → 98.8%", "ours": "72.0% (65.0–79.0%)",
+        "difference": "+23.0 points (+15.0 to +31.0)", "verdict": "reproduced"}}))
+    html_text = index(tmp_path).read_text()
+    assert html_text.index("Findings") < html_text.index("Runs")
+    assert "&lt;b&gt;accuracy&lt;/b&gt;" in html_text and "<b>reproduced</b>" in html_text
