@@ -346,7 +346,9 @@ def seed_accuracies(table: pd.DataFrame, *, random: float | None = None, paper: 
     ax.legend(fontsize=8, loc="lower right")
     if paper:
         p = pd.DataFrame(paper)
-        axes[0][1].bar(range(len(p)), p["accuracy"], fill=False, hatch="//")
+        axes[0][1].bar(range(len(p)), p["accuracy"], fill=False, hatch="//", edgecolor="C1", linewidth=1.2)
+        for i, v in enumerate(p["accuracy"]):
+            axes[0][1].text(i, v + 0.02, f"{100 * v:.1f}%", ha="center", va="bottom", fontsize=8)
         axes[0][1].set_xticks(range(len(p)), p["label"], rotation=20, ha="right", fontsize=8)
         axes[0][1].set_title("paper (reported)")
     fig.suptitle(title)
