@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -194,6 +195,9 @@ def run_experiment(exp: Experiment, run_dir: str | Path, *, model=None, processo
         out["train_rows_sha256"] = rows_digest(rows)
         cb = exp.kl_callback(settings.steps)
         gdir = folder.trainer_dir("grpo")
+        if not resume and main:  # starting over: an old run's checkpoints must not be resumed or rotated in later
+            for old in gdir.glob("checkpoint-*"):
+                shutil.rmtree(old, ignore_errors=True)
         out["resumed_from_step"] = _last_checkpoint_step(gdir) if resume else None
         trainer, out["grpo_log"] = train.train_grpo(
             model, processor, rows, settings, gdir, reward_names=names, callbacks=[cb] if cb else None,
@@ -243,11 +247,19 @@ def _record(exp: Experiment, out: dict, settings, skipped) -> runs.MetricsRecord
                               paper_vs_ours=paper, skipped_inputs=skipped.to_dict(), details=details)
 
 
+def _paper_setting(exp: Experiment) -> bool:
+    """Whether a run is the paper's Table 1/7 setting: GRPO (or SFT then GRPO) trained on one 2x1/1x2 size, pair or
+    full questions; only then are the paper's "+ GRPO 2x1" numbers its counterpart."""
+    sizes = exp.curriculum_().sizes
+    return (exp.algorithm in ("grpo", "sft_grpo") and exp.question_type in ("pair", "full") and len(sizes) == 1
+            and tuple(sorted(sizes[0])) == (1, 2))
+
+
 def _paper_rows(exp: Experiment, before: float | None, after: float | None) -> list[dict]:
     """Paper-vs-ours rows (Jigsaw-R1 Table 1 pair / Table 7 full, Qwen2.5-VL-3B) for the study index."""
     from jrl_core import report
 
-    if exp.question_type not in ("pair", "full"):
+    if not _paper_setting(exp):
         return []
     m0, n0 = exp.curriculum_().sizes[0]
     label = f"{m0}x{n0} {exp.question_type} {exp.mode}"
@@ -291,7 +303,8 @@ def compare_arms(arms: dict[str, Experiment], run_dir: str | Path, *, extra_eval
     for label, exp in arms.items():
         model, processor = nano.load_model(nano.resolve_model(exp.model, **exp.nano), dtype=exp.dtype)
         size = nano.view_size(processor)
-        key = (exp.model, exp.mode, exp.question_type, exp.curriculum_().sizes[0], exp.n_test, exp.photo_source, size)
+        key = (exp.model, json.dumps(exp.nano, sort_keys=True, default=str), exp.dtype, exp.mode, exp.question_type,
+               exp.curriculum_().sizes[0], exp.shuffle_mn, exp.n_test, exp.photo_source, size)
         first = key not in tests
         if first:
             tests[key] = heldout_rows(exp, view_size=size)
@@ -341,14 +354,21 @@ def load_arms(arms: dict[str, str | Path], overrides: dict | None = None,
             for label, recipe in arms.items()}
 
 
-def _seed_outputs(folder: runs.RunFolder) -> dict | None:
-    """A finished seed's outputs read back from its run folder (None when it did not finish)."""
+def _same_recipe(a: dict, b: dict) -> bool:
+    return json.loads(json.dumps(a, default=str)) == json.loads(json.dumps(b, default=str))
+
+
+def _seed_outputs(folder: runs.RunFolder, exp: Experiment) -> dict | None:
+    """A finished seed's outputs read back from its run folder: None when it did not finish, or when it was run
+    with another recipe (a changed recipe or override must rerun the seed, never mix with old results)."""
     import pandas as pd
 
     record = runs.read_metrics(folder.root)
     if not record or not all(folder.eval_table(w).exists() for w in ("before", "after")):
         return None
     details = record.get("details") or {}
+    if not _same_recipe(details.get("experiment") or {}, exp.to_dict()):
+        return None
     log = folder.train_log("grpo")
     grid = details.get("grid")
     return {"before": details.get("before"), "after": details.get("after"),
@@ -379,16 +399,19 @@ def run_seeds(exp: Experiment, run_dir: str | Path, seeds, *, grid: GridSpec | N
 
     from jrl_core import stats
 
-    seeds = list(seeds)
+    seeds = list(dict.fromkeys(seeds))
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
         raise ValueError(f"seeds={seeds!r}: give a non-empty list of ints >= 0, e.g. [0, 1, 2].")
     root = Path(run_dir)
     per_seed = {}
     for s in seeds:
         folder = runs.RunFolder(root / f"seed{s}")
-        done = _seed_outputs(folder) if resume else None
+        seed_exp = apply_overrides(exp, {"seed": s})
+        done = _seed_outputs(folder, seed_exp) if resume else None
         if done is None:
-            out = run_experiment(apply_overrides(exp, {"seed": s}), folder.root, grid=grid, resume=resume)
+            # a folder from another recipe is started over, not resumed from its checkpoints
+            fresh = resume and runs.read_metrics(folder.root) is None
+            out = run_experiment(seed_exp, folder.root, grid=grid, resume=fresh)
             done = {"before": out["before"], "after": out["after"], "eval_before": out["eval_before"].table,
                     "eval_after": out["eval_after"].table, "grpo_log": out["grpo_log"], "grid": out["grid"],
                     "metrics": out["metrics"]["metrics"], "cached": False}
@@ -412,9 +435,11 @@ def run_seeds(exp: Experiment, run_dir: str | Path, seeds, *, grid: GridSpec | N
 
     m0, n0 = exp.curriculum_().sizes[0]
     result = {"seeds": per_seed, "table": table, "after": after, "before": before, "gain": gain, "spread": spread}
-    finding = {"claim": f"GRPO raises held-out {m0}x{n0} {exp.question_type} accuracy ({exp.mode}) above the base "
-                        "(Jigsaw-R1 Finding 1)",
-               "paper": report.paper_claim_table1(exp.question_type, m0, n0, exp.think) or "no paper number",
+    trainer = {"grpo": "GRPO", "sft": "SFT", "sft_grpo": "SFT then GRPO"}[exp.algorithm]
+    finding = {"claim": f"{trainer} raises held-out {m0}x{n0} {exp.question_type} accuracy ({exp.mode}) above the base"
+                        + (" (Jigsaw-R1 Finding 1)" if _paper_setting(exp) else ""),
+               "paper": (report.paper_claim_table1(exp.question_type, m0, n0, exp.think) if _paper_setting(exp)
+                         else None) or "no paper number",
                "ours": report.seeds_text(result, scale=exp.scale),
                "difference": f"{100 * gain['mean']:+.1f} points ({100 * gain['low']:+.1f} to {100 * gain['high']:+.1f})",
                "verdict": stats.verdict(gain["low"], gain["high"]),

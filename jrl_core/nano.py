@@ -483,6 +483,11 @@ def shipped_base(version: str = BASE_VERSION) -> Path:
         raise FileNotFoundError(
             f"the shipped nano base {folder} is missing (model.safetensors and {CARD_FILE}). Restore it from git "
             f"(`git checkout -- data/nano`) or build it with `jrl nano build` (recipe v{NANO_RECIPE_VERSION}).")
+    built = read_card(folder).get("config_hash")
+    if version == BASE_VERSION and built != NanoConfig().key():
+        raise FileNotFoundError(
+            f"{folder} was built from recipe {built}, not the current NanoConfig ({NanoConfig().key()}): restore it "
+            "from git (`git checkout -- data/nano`), or rebuild it with `jrl nano build` after bumping NANO_RECIPE_VERSION.")
     return folder
 
 
@@ -521,6 +526,10 @@ def build_base(out: str | Path | None = None, *, overrides: dict | None = None, 
     from jrl_core import evaluate, experiment, probe
 
     cfg = NanoConfig(**(overrides or {}))
+    if out is None and cfg.key() != NanoConfig().key():
+        raise ValueError(f"build_base: overrides {sorted(overrides or {})} change the recipe, so the result is not "
+                         f"{BASE_VERSION}; pass an output folder (jrl nano build --out DIR), or change the NanoConfig "
+                         "defaults and bump NANO_RECIPE_VERSION to ship a new base.")
     out = Path(out) if out else SHIPPED_DIR / BASE_VERSION
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="nano-build-") as tmp:

@@ -33,6 +33,8 @@ def swapped_label(row: dict) -> int:
     Raises:
         ValueError: the row is not a 2x1/1x2 pair question.
     """
+    if row.get("question_type", "pair") != "pair" or (row.get("m") or 0) * (row.get("n") or 0) != 2:
+        raise ValueError("swapped_label needs a 2x1 or 1x2 pair question row (jrl_core.puzzles, question_type pair).")
     text = row["prompt"][0]["content"][-1]["text"] if not isinstance(row["prompt"], str) else row["prompt"]
     pos = re.search(r"positions (\d+) and (\d+)", text)
     gold = re.search(rf"\({row['solution']}\) (\d+) is directly (above|below|to the left of|to the right of) (\d+)",

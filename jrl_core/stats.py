@@ -17,8 +17,10 @@ import pandas as pd
 
 
 def photo_of(image_id: str) -> str:
-    """The source photo of a held-out view id (``"chelsea#17"`` -> ``"chelsea"``; other ids unchanged)."""
-    return str(image_id).split("#", 1)[0]
+    """The source photo of a held-out view id (``"chelsea#17"`` -> ``"chelsea"``; the last ``#<digits>`` is the
+    view index, so a photo id that itself contains ``#`` stays whole; other ids unchanged)."""
+    head, sep, tail = str(image_id).rpartition("#")
+    return head if sep and tail.isdigit() else str(image_id)
 
 
 def _matrix(tables: Mapping[object, pd.DataFrame], column: str) -> tuple[np.ndarray, list[str]]:
@@ -46,7 +48,9 @@ def bootstrap(tables: Mapping[object, pd.DataFrame], baseline: Mapping[object, p
         column: the score column (``correct``: exact match).
         n_boot: bootstrap resamples; level: interval coverage; seed: the resampling RNG seed.
     Returns:
-        ``{"mean", "low", "high", "n_runs", "n_photos", "n_puzzles"}`` (accuracies or differences in [−1, 1]).
+        ``{"mean", "low", "high", "n_runs", "n_photos", "n_puzzles"}`` (accuracies or differences in [−1, 1]);
+        ``low``/``high`` are NaN when the puzzles come from fewer than two photos (no interval can be claimed;
+        :func:`verdict` then says inconclusive).
     Raises:
         ValueError: empty input, mismatched keys or puzzles.
     """
@@ -62,6 +66,9 @@ def bootstrap(tables: Mapping[object, pd.DataFrame], baseline: Mapping[object, p
             raise ValueError("bootstrap: the baseline was scored on other puzzles; pair arms on one held-out set.")
         values = values - base
     groups = [np.flatnonzero(photos == p) for p in dict.fromkeys(photos)]
+    if len(groups) < 2:  # one photo: resampling photos says nothing about photo-to-photo variation
+        return {"mean": float(values.mean()), "low": float("nan"), "high": float("nan"), "n_runs": values.shape[0],
+                "n_photos": len(groups), "n_puzzles": values.shape[1]}
     rng = np.random.default_rng(seed)
     n_runs = values.shape[0]
     # per run and photo: sum and count, so a resample is a weighted sum over photos
@@ -106,6 +113,8 @@ def verdict(low: float, high: float, direction: int = 1) -> str:
     Raises:
         ValueError: ``low > high`` or ``direction`` not ±1.
     """
+    if np.isnan(low) or np.isnan(high):
+        return "inconclusive"
     if low > high:
         raise ValueError(f"verdict: low={low} > high={high}; pass the interval's lower bound first.")
     if direction not in (1, -1):

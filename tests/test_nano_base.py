@@ -62,3 +62,14 @@ def test_swapped_label_reads_the_puzzle(m, n):
         row = make_row(image, PuzzleSpec(m=m, n=n), seed=seed)
         first = np.asarray(row["image"])[:32, :32].mean()  # top or left patch now
         assert probe.swapped_label(row) == int(first > 127), seed
+
+
+def test_swapped_label_refuses_other_sizes():
+    row = make_row(Image.new("RGB", (64, 64)), PuzzleSpec(m=2, n=2), seed=0)
+    with pytest.raises(ValueError, match="2x1 or 1x2"):
+        probe.swapped_label(row)
+
+
+def test_a_changed_recipe_is_never_written_over_the_shipped_base():
+    with pytest.raises(ValueError, match="--out"):
+        nano.build_base(overrides={"pretrain_steps": 3})

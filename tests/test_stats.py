@@ -72,3 +72,23 @@ def test_seed_summary_and_seeds_needed():
     assert s["mean"] == pytest.approx(0.9) and s["min"] == 0.8 and s["max"] == 1.0 and s["n"] == 3
     assert stats.seeds_for_half_width(0.1, 0.05) == 16
     assert stats.photo_of("chelsea#17") == "chelsea"
+
+
+def test_one_photo_gives_no_interval_and_an_inconclusive_verdict():
+    runs_ = {0: table([1.0] * 10, [f"only#{i}" for i in range(10)])}
+    base = {0: table([1.0] * 9 + [0.0], [f"only#{i}" for i in range(10)])}
+    ci = stats.bootstrap(runs_, base)
+    assert np.isnan(ci["low"]) and np.isnan(ci["high"]) and ci["n_photos"] == 1
+    assert stats.verdict(ci["low"], ci["high"]) == "inconclusive"
+
+
+def test_photo_ids_may_contain_a_hash():
+    assert stats.photo_of("scan#2.jpg#17") == "scan#2.jpg" and stats.photo_of("plain.jpg") == "plain.jpg"
+
+
+@pytest.mark.parametrize(("low", "high", "direction", "expected"), [
+    (0.05, 0.2, 1, "reproduced"), (-0.2, -0.05, 1, "contradicted"), (-0.05, 0.1, 1, "inconclusive"),
+    (-0.2, -0.05, -1, "reproduced"), (0.05, 0.2, -1, "contradicted"),
+])
+def test_verdict_rule(low, high, direction, expected):
+    assert stats.verdict(low, high, direction) == expected

@@ -180,3 +180,19 @@ def test_curriculum_runs_through_the_trainer_one_size_per_step(nano_dir, tmp_pat
     expected = {step: {train.to_dataset(rows[(step - 1) * 4: step * 4])[i]["prompt_id"] for i in range(4)}
                 for step in by_step}
     assert ids == expected
+
+
+def test_a_seed_is_read_back_only_for_the_same_recipe(tmp_path):
+    import pandas as pd
+
+    exp = experiment.Experiment(seed=1)
+    folder = runs.RunFolder(tmp_path / "seed1")
+    folder.root.mkdir()
+    for which in ("before", "after"):
+        pd.DataFrame({"image_id": ["p#0"], "correct": [1.0]}).to_csv(folder.eval_table(which), index=False)
+    summary = {"accuracy": 1.0, "ci_low": 0.2, "ci_high": 1.0, "share_A": 1.0}
+    runs.write_metrics(folder.root, runs.MetricsRecord(kind="experiment", details={
+        "experiment": exp.to_dict(), "before": summary, "after": summary}))
+    assert experiment._seed_outputs(folder, exp)["cached"] is True
+    other = experiment.apply_overrides(exp, {"grpo.steps": 7})
+    assert experiment._seed_outputs(folder, other) is None  # another recipe: rerun, never mix
