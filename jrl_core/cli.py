@@ -210,8 +210,6 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _cmd_train(args: argparse.Namespace) -> int:
     """Load and check the recipe (exit 2 with one line on any bad value), check the model can be opened
     (a hub id without network fails in seconds), then run it; errors while training keep their traceback."""
-    import json
-
     from jrl_core.config import check_model_reachable, load_recipe
 
     with expected():

@@ -209,7 +209,7 @@ def paper_claim_table1(question_type: str, m: int, n: int, think: bool, model: s
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
-def table_file(df: pd.DataFrame, run_dir, name: str, head: int = 10) -> HTMLBlock:
+def table_file(df: pd.DataFrame, run_dir, name: str, head: int = 10, *, write: bool = True) -> HTMLBlock:
     """Write a long table (per step, per puzzle) as ``<run_dir>/<name>.csv`` and show its first rows with a
     link to the file, so that the report stays short and the whole table stays one click away.
 
@@ -222,14 +222,20 @@ def table_file(df: pd.DataFrame, run_dir, name: str, head: int = 10) -> HTMLBloc
         run_dir: folder of the run (created if missing).
         name: file name without folder, ``[A-Za-z0-9][A-Za-z0-9._-]*``; ``.csv`` is added unless given.
         head: rows shown.
+        write: False when the run already wrote this table (e.g. ``seed0/eval_after.csv``): link to that file
+            (``name`` may then hold sub-folders) instead of writing a copy.
 
     Raises:
-        ValueError: ``name`` is not a plain file name.
+        ValueError: ``name`` is not a plain file name (or, with ``write=False``, a path of such names), or
+            ``write=False`` names a file that does not exist.
     """
-    if not _FILE_NAME.match(name):
+    if not all(_FILE_NAME.match(part) for part in (name.split("/") if not write else [name])):
         raise ValueError(f"table name {name!r}: use letters, digits, '.', '_', '-' (it becomes a file name)")
     file = name if name.endswith(".csv") else f"{name}.csv"
-    atomic_write_text(Path(run_dir) / file, df.to_csv(index=False))
+    if write:
+        atomic_write_text(Path(run_dir) / file, df.to_csv(index=False))
+    elif not (Path(run_dir) / file).is_file():
+        raise ValueError(f"table_file(write=False): {Path(run_dir) / file} does not exist; write it or pass write=True.")
     shown = df.head(head).copy()
     for col in shown.columns:
         if not pd.api.types.is_numeric_dtype(shown[col]):

@@ -89,3 +89,17 @@ def test_table_file_writes_the_whole_table_and_shows_an_escaped_head_with_a_link
 def test_table_file_name_must_be_a_plain_file_name(tmp_path, name):
     with pytest.raises(ValueError, match="file name"):
         report.table_file(pd.DataFrame({"a": [1]}), tmp_path, name)
+
+
+def test_table_file_links_a_table_the_run_already_wrote_without_copying(tmp_path):
+    import pandas as pd
+
+    from jrl_core import report
+
+    (tmp_path / "seed0").mkdir()
+    df = pd.DataFrame({"a": range(20)})
+    df.to_csv(tmp_path / "seed0" / "eval_after.csv", index=False)
+    block = report.table_file(df, tmp_path, "seed0/eval_after.csv", write=False)
+    assert 'href="seed0/eval_after.csv"' in block and sorted(p.name for p in tmp_path.iterdir()) == ["seed0"]
+    with pytest.raises(ValueError, match="does not exist"):
+        report.table_file(df, tmp_path, "seed1/eval_after.csv", write=False)
