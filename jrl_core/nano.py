@@ -104,6 +104,8 @@ class NanoConfig:
     vision_pretrain_lr: float = 1e-3
     vision_pretrain_pool: int = 8192  # items generated once on the train photos, re-drawn with augmentation
     vision_pretrain_tasks: tuple[str, ...] = ()  # empty = perception.VISION_TASKS
+    vision_synthetic_pictures: int = 0  # procedural dead-leaves pictures (jrl_core.synthetic) added to stage 1; 0 = none
+    vision_synthetic_share: float = 0.5  # share of the stage-1 pool cut from them (when vision_synthetic_pictures > 0)
     freeze_vision: bool = True  # stage 2 trains the merger and the language model only (LLaVA-style)
     # Stage 2, visual instruction pretraining (perception.pretrain); 0 steps = random init.
     pretrain_steps: int = 1200  # v5: twice v4's (the base is built once and shipped, so a longer build is cheap)
@@ -125,6 +127,8 @@ class NanoConfig:
         d["pretrain_tasks"] = list(self.pretrain_tasks or DEFAULT_TASKS)
         d["vision_pretrain_tasks"] = list(self.vision_pretrain_tasks or VISION_TASKS)
         d["recipe_version"] = NANO_RECIPE_VERSION
+        if not d["vision_synthetic_pictures"]:  # inert when off: bases built before these fields keep their hash
+            del d["vision_synthetic_pictures"], d["vision_synthetic_share"]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 

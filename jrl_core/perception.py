@@ -557,7 +557,9 @@ def pretrain_vision(model, processor, cfg, *, progress: bool = True) -> dict:
     (classes per task: :func:`_task_classes`). The head is discarded; nothing but the encoder
     changes. Items: a pool of ``cfg.vision_pretrain_pool`` items on the *train* photos
     (``cfg.vision_pretrain_tasks`` or :data:`VISION_TASKS`, generated once; a task listed twice
-    gets twice the items), each drawn with a
+    gets twice the items) — a share ``cfg.vision_synthetic_share`` of them cut from
+    ``cfg.vision_synthetic_pictures`` procedural pictures (:mod:`jrl_core.synthetic`) when that is > 0 —
+    each drawn with a
     fresh :func:`augment`; AdamW, lr ``cfg.vision_pretrain_lr``, cosine decay, 5% warm-up.
 
     Returns a record: loss curve (every 25 steps) and held-out accuracy per task (the encoder's
@@ -569,8 +571,14 @@ def pretrain_vision(model, processor, cfg, *, progress: bool = True) -> dict:
     torch.manual_seed(cfg.seed)
     tasks = tuple(cfg.vision_pretrain_tasks or VISION_TASKS)
     visual = model.model.visual
-    pool = make_items(load_photos(cfg.photo_source, "train"), cfg.vision_pretrain_pool, seed=cfg.seed + 555,
-                      tasks=tasks, size=cfg.image_size)
+    n_synthetic = round(cfg.vision_pretrain_pool * cfg.vision_synthetic_share) if cfg.vision_synthetic_pictures else 0
+    pool = make_items(load_photos(cfg.photo_source, "train"), cfg.vision_pretrain_pool - n_synthetic,
+                      seed=cfg.seed + 555, tasks=tasks, size=cfg.image_size)
+    if n_synthetic:  # procedural pictures (jrl_core.synthetic): more scenes than 14 photos, same questions
+        from jrl_core import synthetic
+
+        pool += make_items(synthetic.pictures(cfg.vision_synthetic_pictures, seed=cfg.seed), n_synthetic,
+                           seed=cfg.seed + 556, tasks=tasks, size=cfg.image_size)
     classes = _task_classes(pool)
     unique = tuple(dict.fromkeys(tasks))  # a task listed twice gets twice the items, one head
     flat = [(t, c) for t in unique for c in classes.get(t, [])]

@@ -59,6 +59,7 @@ class GRPOSettings:
     bf16: bool = False  # the paper trains in bf16 on GPUs; CPUs run fp32
     gradient_checkpointing: bool = True  # recompute activations in the backward pass (fits 3B/7B on one GPU)
     letter_centring: bool = False  # bias control (not in the papers): see centre_letter_advantages
+    share_images: bool = True  # encode each distinct image once per pass (exact; jrl_core.shared_images)
     save_steps: int = 0  # checkpoint every this many steps; 0 = from save_fraction
     save_fraction: float = 0.0  # checkpoint every this share of the steps (0.1 = ten checkpoints); 0 and save_steps 0 = none
     seed: int = 0
@@ -254,10 +255,17 @@ def _trainer_classes():
         """
 
         def __init__(self, *args, completion_log: str | Path | None = None, letter_centring: bool = False,
-                     **kwargs):
+                     share_images: bool = False, **kwargs):
             super().__init__(*args, **kwargs)
             self.completion_log = Path(completion_log) if completion_log else None
             self.letter_centring = letter_centring
+            self.image_sharing = []
+            if share_images:  # the G rollouts of a prompt share its image: encode it once (exact)
+                from jrl_core.shared_images import share_images as _share
+
+                for m in (self.model, getattr(self, "ref_model", None)):
+                    if m is not None:
+                        self.image_sharing += _share(m)
 
         def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
             if self.completion_log is not None:  # TRL gathers these "extra" columns with the rollouts
@@ -426,6 +434,7 @@ def train_grpo(model, processor, rows: list[dict], settings: GRPOSettings, outpu
         peft_config=lora.peft_config() if lora else None,
         completion_log=log_path if log_completions else None,
         letter_centring=settings.letter_centring,
+        share_images=settings.share_images,
     )
     for cb in callbacks or []:
         if hasattr(cb, "bind"):  # callbacks that need the trainer, e.g. schedules.KLScheduleCallback (GRPO-D)

@@ -1,0 +1,74 @@
+"""Encoding each distinct image once (jrl_core.shared_images) changes neither outputs nor gradients."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from jrl_core import nano, train
+from jrl_core.images import load_photos, sample_views
+from jrl_core.puzzles import PuzzleSpec, build_rows
+from jrl_core.shared_images import find_vision_towers, share_images, unique_images
+
+
+def _batch(processor, copies=3, n=4):
+    rows = build_rows(sample_views(load_photos("skimage", "train"), n, seed=0, size=56),
+                      PuzzleSpec(m=2, n=1, question_type="pair"), n_items=n, seed=0)
+    texts = [processor.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=False)
+             for r in rows for _ in range(copies)]
+    images = [r["image"] for r in rows for _ in range(copies)]
+    return processor(text=texts, images=images, return_tensors="pt", padding=True)
+
+
+def test_unique_images_groups_identical_images_only():
+    pv = torch.arange(24, dtype=torch.float32).view(6, 4)
+    pv = torch.cat([pv[:2], pv[:2], pv[2:4], pv[:2]])  # images 0, 1 and 3 equal; image 2 differs
+    grid = torch.tensor([[1, 1, 2]] * 4)
+    keep, inverse = unique_images(pv, grid)
+    assert keep == [0, 2] and inverse == [0, 0, 1, 0]
+    keep, inverse = unique_images(pv[:4].clone(), torch.tensor([[1, 1, 2], [1, 2, 1]]))  # same values, other grid
+    assert keep == [0, 1] and inverse == [0, 1]
+    with pytest.raises(ValueError, match="grid_thw"):
+        unique_images(pv, torch.tensor([[1, 1, 2]]))
+
+
+def test_shared_images_give_the_same_logits_and_gradients(nano_dir):
+    model, processor = nano.load_model(str(nano_dir))
+    batch = _batch(processor)
+
+    def run():
+        model.zero_grad()
+        out = model(**batch)
+        out.logits.float().pow(2).mean().backward()
+        return out.logits.detach(), {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+
+    logits0, grads0 = run()
+    handles = share_images(model)
+    assert len(handles) == 1 and find_vision_towers(model) == [handles[0].tower]
+    assert share_images(model)[0] is handles[0]  # idempotent: no second pair of hooks
+    logits1, grads1 = run()
+    assert handles[0].seen == 12 and handles[0].encoded == 4  # 4 distinct images × 3 copies
+    torch.testing.assert_close(logits1, logits0, rtol=1e-5, atol=1e-6)
+    assert grads1.keys() == grads0.keys() and any(k.startswith("model.visual") for k in grads0)
+    for k in grads0:
+        torch.testing.assert_close(grads1[k], grads0[k], rtol=1e-4, atol=1e-7)
+    handles[0].remove()
+    assert not hasattr(handles[0].tower, "_jrl_image_sharing")
+    run()
+    assert handles[0].seen == 12  # hooks gone
+
+
+def test_grpo_trainer_shares_images_of_a_group(nano_dir, tmp_path):
+    model, processor = nano.load_model(str(nano_dir))
+    rows = build_rows(sample_views(load_photos("skimage", "train"), 4, seed=0, size=56),
+                      PuzzleSpec(m=2, n=1, question_type="pair"), n_items=4, seed=0)
+    settings = dataclasses.replace(train.NANO, steps=1, prompts_per_step=2, num_generations=4, warmup_ratio=0,
+                                   save_fraction=0.0, report_to=())
+    trainer, _ = train.train_grpo(model, processor, rows, settings, tmp_path / "run", save_final=False)
+    sharing = trainer.image_sharing
+    assert len(sharing) == 2  # policy and reference model (β = 0.04)
+    assert all(s.seen == 4 * s.encoded for s in sharing if s.calls)  # G = 4 rollouts share each image
+    assert sum(s.calls for s in sharing) >= 3  # generation, reference and policy passes
+    off = dataclasses.replace(settings, share_images=False)
+    trainer, _ = train.train_grpo(model, processor, rows, off, tmp_path / "off", save_final=False)
+    assert trainer.image_sharing == []
