@@ -108,7 +108,8 @@ def _last_checkpoint_step(folder: Path) -> int | None:
 
 
 def run_experiment(exp: Experiment, run_dir: str | Path, *, model=None, processor=None, test=None,
-                   evaluate_before: bool = True, grid: GridSpec | None = None, resume: bool = True) -> dict:
+                   evaluate_before: bool = True, grid: GridSpec | None = None, resume: bool = True,
+                   before=None) -> dict:
     """Execute ``exp`` top-down: load, evaluate, train (SFT and/or GRPO through TRL), evaluate, record.
 
     Args:
@@ -122,6 +123,9 @@ def run_experiment(exp: Experiment, run_dir: str | Path, *, model=None, processo
         grid: also evaluate the base and the trained model on an evaluation grid (RQ1).
         resume: continue a GRPO stage from the last checkpoint in ``run_dir/grpo`` when there is one (same
             rows per step, same β schedule, logs cut back to the checkpoint); False starts over.
+        before: the starting model's ``evaluate.EvalResult`` on this held-out set when it is already known
+            (greedy decoding gives the same table every time: :func:`run_seeds` and :func:`compare_arms` evaluate
+            each base once per held-out set); written as ``eval_before.csv`` instead of evaluating again.
     Returns:
         ``{"experiment": dict, "before": summary | None, "after": summary, "grpo_log": DataFrame | None,
         "sft_log": …, "test": the held-out rows, "eval_before"/"eval_after": EvalResult, "grid": DataFrame | None (rows: stage, size,
@@ -129,7 +133,8 @@ def run_experiment(exp: Experiment, run_dir: str | Path, *, model=None, processo
         "model", "processor", "model_path", "view_size", "train_rows_sha256", "heldout_sha256",
         "resumed_from_step" (None for a fresh GRPO stage), "rejection_acceptance"}``.
     Raises:
-        ValueError / RuntimeError: from data building or training, with the field to change.
+        ValueError: ``before`` scored other puzzles than this held-out set; from data building, with the field
+            to change. RuntimeError: from training.
     """
     import os
     import time
@@ -165,7 +170,13 @@ def run_experiment(exp: Experiment, run_dir: str | Path, *, model=None, processo
                                        image_size=size, save_dir=folder.root / "grid" / stage, progress=False)
         grids.append(table.assign(stage=stage))
 
-    if evaluate_before and main:
+    if before is not None and main:
+        if before.table["image_id"].astype(str).tolist() != [str(r.get("image_id", "")) for r in test]:
+            raise ValueError(f"run_experiment({exp.name}, before=...): that evaluation scored other puzzles than "
+                             "this recipe's held-out set; pass before=None to evaluate the starting model here.")
+        atomic_write_text(folder.eval_table("before"), before.table.to_csv(index=False))
+        out.update(before=before.summary(), eval_before=before)
+    elif evaluate_before and main:
         before = evaluate.evaluate(model, processor, test, max_new_tokens=max_new, desc=f"{exp.name}: before")
         atomic_write_text(folder.eval_table("before"), before.table.to_csv(index=False))
         out.update(before=before.summary(), eval_before=before)
@@ -273,57 +284,270 @@ def _paper_rows(exp: Experiment, before: float | None, after: float | None) -> l
     return rows
 
 
-def compare_arms(arms: dict[str, Experiment], run_dir: str | Path, *, extra_eval=None) -> dict:
-    """Run several recipes from the same base model and tabulate them (the RQ3/RQ5/GRPO-D comparisons).
+_PAIRED_FIELDS = ("question_type", "size", "shuffle_mn", "n_test", "photo_source")
+"""Recipe fields that fix the held-out puzzles (images and solutions); the thinking mode changes only the prompt."""
 
-    Each arm starts from a fresh copy of its ``model``; the base model is evaluated once per distinct
-    held-out set (the prompt depends on the thinking mode and question), and every arm's trained model
-    on the same set. Arm folders: ``<run_dir>/<label>/`` (:func:`jrl_core.runs.arm_dirs` lists them).
+
+def _puzzles_of(exp: Experiment) -> dict:
+    return {"question_type": exp.question_type, "size": "x".join(map(str, exp.curriculum_().sizes[0])),
+            "shuffle_mn": exp.shuffle_mn, "n_test": exp.n_test, "photo_source": exp.photo_source}
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """A claim about two arms of a comparison, declared before the run, with the paper's number.
+
+    The verdict rule is fixed with it (:func:`jrl_core.stats.verdict`): the claim "``a`` beats ``b``"
+    (``direction=1``; −1: "``a`` does worse than ``b``") is *reproduced* when the 95% interval of the paired
+    difference a − b (same seeds, same held-out puzzles) excludes 0 in that direction, *contradicted* when it
+    excludes 0 the other way, *inconclusive* otherwise.
+
+    Attributes:
+        a, b: arm labels of :func:`compare_arms` (two different arms scored on the same held-out puzzles).
+        direction: 1 or −1.
+        claim: the claim in words with its source, e.g. ``"RL beats SFT in domain (Jigsaw-R1 Finding 5)"``;
+            empty: ``"<a> beats <b>"``.
+        paper: the paper's number for it and where it comes from (``data/paper_tables/``), e.g. ``"73.18% vs
+            69.48% downstream AVG (Jigsaw-R1 Tables 2/6, Qwen2.5-VL-3B, non-thinking)"``; None: no paper number.
+    Raises:
+        ValueError: empty or equal labels, or a direction other than ±1.
+    """
+
+    a: str
+    b: str
+    direction: int = 1
+    claim: str = ""
+    paper: str | None = None
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.a, str) and isinstance(self.b, str) and self.a and self.b):
+            raise ValueError(f"Contrast(a={self.a!r}, b={self.b!r}): give two arm labels as strings.")
+        if self.a == self.b:
+            raise ValueError(f"Contrast(a={self.a!r}, b={self.b!r}): an arm is compared with another arm, not itself.")
+        if isinstance(self.direction, bool) or self.direction not in (1, -1):
+            raise ValueError(f"Contrast({self.a} vs {self.b}): direction must be 1 (a beats b) or -1 (a does worse), "
+                             f"got {self.direction!r}.")
+        if not self.claim:
+            verb = "beats" if self.direction == 1 else "does worse than"
+            object.__setattr__(self, "claim", f"{self.a} {verb} {self.b}")
+
+    @classmethod
+    def of(cls, value: Contrast | dict) -> Contrast:
+        """A contrast from itself or from a dict of its fields (a notebook parameter).
+
+        Raises:
+            ValueError: a dict with unknown fields (naming them) or a value of another type.
+        """
+        if isinstance(value, cls):
+            return value
+        if not isinstance(value, dict):
+            raise ValueError(f"contrast {value!r}: give a Contrast or a dict with keys a, b, direction, claim, paper.")
+        unknown = sorted(set(value) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"contrast {value!r}: unknown keys {unknown}; use a, b, direction, claim, paper.")
+        return cls(**value)
+
+    def rule(self) -> str:
+        """The pre-registered verdict rule of this contrast, in words."""
+        way, other = ("upwards", "downwards") if self.direction == 1 else ("downwards", "upwards")
+        return (f"reproduced when the 95% interval of the paired difference {self.a} − {self.b} (same seeds, same "
+                f"held-out puzzles; bootstrap over seeds and photos) excludes 0 {way}; contradicted when it excludes 0 "
+                f"{other}; inconclusive otherwise (jrl_core.stats.verdict)")
+
+
+class _ArmEval:
+    """An arm's ``extra_eval``: the comparison's callable with the arm label, keeping its ``key``."""
+
+    def __init__(self, fn, label: str) -> None:
+        self.fn, self.label, self.key = fn, label, getattr(fn, "key", None)
+
+    def __call__(self, model, processor, _name):
+        return self.fn(model, processor, self.label)
+
+
+EXTRA_BASE_FILE = "extra_base.json"
+"""A comparison's file of what ``extra_eval`` measured on the base model (``<run_dir>/extra_base.json``)."""
+
+
+def compare_arms(arms: dict[str, Experiment], run_dir: str | Path, *, extra_eval=None, seeds=None,
+                 contrasts=None, resume: bool = True, title: str | None = None) -> dict:
+    """Run several recipes over the same seeds from the same base and compare them with paired intervals
+    (the RQ3 / RQ5 / GRPO-D comparisons; Jigsaw-R1 Findings 3 and 5, OThink-MR1 Table 1).
+
+    Every arm is :func:`run_seeds` over ``seeds`` in ``<run_dir>/<label>/seed<s>/`` (its own summary record in
+    ``<run_dir>/<label>/metrics.json``): each seed starts from a fresh copy of the arm's ``model`` and is scored on
+    the arm's fixed held-out set; a seed whose folder already holds the results of the *same* recipe (and, with
+    ``extra_eval``, its stored extra results) is read back, not rerun, so a killed comparison resumes where it
+    stopped, and a changed recipe or override reruns that arm's seeds from scratch. Each base model is evaluated
+    once per held-out set (greedy decoding: the same table every time). Every seed is kept: no selection.
+
+    Each declared :class:`Contrast` is tested on the arms' per-puzzle tables with
+    :func:`jrl_core.stats.paired_contrast`: both arms' means with their 95% intervals (bootstrap over seeds and
+    held-out photos), the paired difference a − b with its interval (paired by seed and by puzzle: arms whose
+    prompts differ, e.g. thinking vs non-thinking, still see the same images and solutions row by row and are
+    paired by row; the ``image_id`` and ``solution`` columns are checked), the pre-registered verdict, and when
+    it is inconclusive with ≥ 2 seeds the seeds needed for a ±5-point interval at the observed seed spread.
 
     Args:
         arms: label -> :class:`Experiment` (labels become folder names: letters, digits, ``-_.``).
-        run_dir: output folder.
-        extra_eval: optional ``(model, processor, label) -> dict`` run on the base model (label ``"base"``)
-            and on each trained model (e.g. the offline generalization suite); its dict is stored under
-            ``"extra"``.
+        run_dir: output folder; ``metrics.json`` (kind ``"comparison"``, via
+            :func:`jrl_core.report.write_comparison_metrics`) with ``details["findings"]`` (every contrast) and
+            ``details["finding"]`` (the first, what the study index reads), ``summary.csv`` and
+            ``per_seed.csv``.
+        extra_eval: optional ``(model, processor, label) -> dict`` run on the base model (label ``"base"``,
+            stored in ``<run_dir>/extra_base.json``) and on each seed's trained model (stored in the seed folder's
+            ``extra.json``: a finished seed is read back whole); its values must be DataFrames, None or JSON. A
+            ``key`` attribute (JSON naming its settings, as :func:`jrl_core.report.generalization_eval` sets)
+            makes a changed evaluation rerun; without one a stored result is reused.
+        seeds: ints ≥ 0, every arm runs all of them (a seed replaces the recipe's ``seed``); None: the arms'
+            recipe seed (one run per arm; they must share it).
+        contrasts: :class:`Contrast` or dicts of its fields, declared before the run; checked before any model
+            loads (labels exist, both arms on the same held-out puzzles).
+        resume: False reruns every seed from scratch.
+        title: the record's title (default: the arm labels).
     Returns:
-        ``{"summary": DataFrame (one row per arm plus base rows: arm, mode, algorithm, accuracy, ci_low,
-        ci_high, valid, share_A, random, n, wall_s), "logs": {label: GRPO log DataFrame}, "sft_logs": …,
-        "extra": {label: dict}, "results": {label: run_experiment output}}``.
+        ``{"summary": DataFrame (one row per arm — arm, mode, algorithm, accuracy (mean over seeds and puzzles),
+        ci_low, ci_high (bootstrap over seeds and photos), valid, share_A (means over seeds), random, n (held-out
+        puzzles), n_seeds, wall_s (sum over seeds) — plus one base row per held-out set, its interval a bootstrap
+        over photos), "per_seed": DataFrame (arm, seed, accuracy, ci_low, ci_high (Wilson), valid, share_A,
+        before, wall_s, cached), "findings": [one dict per contrast: claim, paper, ours, difference, verdict,
+        rule, a, b, direction, arm_a, arm_b, difference_interval (stats.bootstrap dicts), per_seed, seed_sd,
+        seeds_needed, n_seeds, pairing], "seeds": the seeds, "logs": {label: {seed: GRPO log or None}},
+        "sft_logs": {label: {seed: SFT log or None}}, "extra": {"base": dict, label: {seed: dict}} (empty without
+        ``extra_eval``), "results": {label: run_seeds output (``seeds``: every seed's tables)}, "metrics": the
+        written record}``. Accuracies and intervals in [0, 1].
+    Raises:
+        ValueError: no arms, a label that is not a folder name, bad seeds, arms with different recipe seeds and
+            ``seeds=None``, or a contrast naming an unknown arm or two arms on different held-out puzzles.
     """
-    import time
+    import re
 
-    import pandas as pd
+    from jrl_core import report, stats
 
+    if not arms:
+        raise ValueError("compare_arms needs at least one arm: {label: Experiment} (experiment.load_arms).")
+    bad = [lbl for lbl in arms if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", str(lbl))]
+    if bad:
+        raise ValueError(f"arm labels {bad}: use letters, digits, '.', '_', '-' (each becomes a folder name).")
+    if seeds is None:
+        own = sorted({exp.seed for exp in arms.values()})
+        if len(own) > 1:
+            raise ValueError(f"compare_arms: the arms' recipes have seeds {own}; pass seeds=[...] (every arm runs "
+                             "every seed) or give the arms one seed.")
+        seeds = own
+    seeds = list(dict.fromkeys(seeds))
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+        raise ValueError(f"seeds={seeds!r}: give a non-empty list of ints >= 0, e.g. [0, 1, 2].")
+    declared = [Contrast.of(c) for c in (contrasts or [])]
+    for c in declared:
+        missing = [x for x in (c.a, c.b) if x not in arms]
+        if missing:
+            raise ValueError(f"contrast {c.a} vs {c.b}: no arm {missing}; arms: {list(arms)}.")
+        pa, pb = _puzzles_of(arms[c.a]), _puzzles_of(arms[c.b])
+        diff = [f"{k}: {pa[k]!r} vs {pb[k]!r}" for k in _PAIRED_FIELDS if pa[k] != pb[k]]
+        if diff:
+            raise ValueError(f"contrast {c.a} vs {c.b}: the arms are scored on different held-out puzzles "
+                             f"({'; '.join(diff)}); a paired difference needs one held-out set: give both arms the "
+                             "same values, or drop the contrast.")
+    run_dir = Path(run_dir)
+    ref = next(iter(arms.values()))
+    base_evals: dict = {}
+    results = {label: run_seeds(exp, run_dir / label, seeds, resume=resume, base_evals=base_evals,
+                                extra_eval=_ArmEval(extra_eval, label) if extra_eval is not None else None)
+               for label, exp in arms.items()}
+    del base_evals
+    extra = {}
+    if extra_eval is not None:
+        extra["base"] = _base_extra(ref, run_dir / EXTRA_BASE_FILE, extra_eval, resume=resume)
+        extra.update({label: {s: d.get("extra") for s, d in r["seeds"].items()} for label, r in results.items()})
+    summary, per_seed = _arms_tables(arms, results)
+    findings = []
+    for c in declared:
+        r = stats.paired_contrast({s: results[c.a]["seeds"][s]["eval_after"] for s in seeds},
+                                  {s: results[c.b]["seeds"][s]["eval_after"] for s in seeds}, direction=c.direction)
+        findings.append({"claim": c.claim, "paper": c.paper or "no paper number",
+                         "ours": report.contrast_text(c.a, c.b, r, scale=ref.scale),
+                         "difference": report.difference_text(r), "verdict": r["verdict"], "rule": c.rule(),
+                         "a": c.a, "b": c.b, "direction": c.direction, "arm_a": r["a"], "arm_b": r["b"],
+                         "difference_interval": r["difference"], "per_seed": r["per_seed"], "seed_sd": r["seed_sd"],
+                         "seeds_needed": r["seeds_needed"], "n_seeds": len(seeds), "pairing": r["pairing"]})
+    res = {"summary": summary, "per_seed": per_seed, "findings": findings, "seeds": seeds,
+           "logs": {label: {s: d["grpo_log"] for s, d in r["seeds"].items()} for label, r in results.items()},
+           "sft_logs": {label: {s: d.get("sft_log") for s, d in r["seeds"].items()} for label, r in results.items()},
+           "extra": extra, "results": results}
+    res["metrics"] = report.write_comparison_metrics(run_dir, title=title or "comparison: " + " vs ".join(arms),
+                                                     model=ref.model, scale=ref.scale, comparison=res)
+    return res
+
+
+def _base_extra(exp: Experiment, path: Path, extra_eval, *, resume: bool) -> dict:
+    """``extra_eval`` on the base model, read back from ``path`` when it was measured for the same base and key."""
     from jrl_core import nano
 
-    run_dir = Path(run_dir)
-    rows, logs, sft_logs, extra, results = [], {}, {}, {}, {}
-    tests: dict[tuple, list] = {}
+    key = {"extra": getattr(extra_eval, "key", None), "base": [exp.model, exp.nano, exp.dtype]}
+    stored = runs.read_extra(path, key) if resume else None
+    if stored is not None:
+        return stored
+    model, processor = nano.load_model(nano.resolve_model(exp.model, **exp.nano), dtype=exp.dtype)
+    values = extra_eval(model, processor, "base")
+    runs.write_extra(path, values, key)
+    return values
+
+
+def _arms_tables(arms: dict[str, Experiment], results: dict):
+    """The comparison's summary (one row per arm, base rows per held-out set) and per-seed tables."""
+    import pandas as pd
+
+    from jrl_core import stats
+
+    rows, per_seed, bases = [], [], set()
     for label, exp in arms.items():
-        model, processor = nano.load_model(nano.resolve_model(exp.model, **exp.nano), dtype=exp.dtype)
-        size = nano.view_size(processor)
-        key = (exp.model, json.dumps(exp.nano, sort_keys=True, default=str), exp.dtype, exp.mode, exp.question_type,
-               exp.curriculum_().sizes[0], exp.shuffle_mn, exp.n_test, exp.photo_source, size)
-        first = key not in tests
-        if first:
-            tests[key] = heldout_rows(exp, view_size=size)
-            if extra_eval is not None and "base" not in extra:
-                extra["base"] = extra_eval(model, processor, "base")
-        t0 = time.time()
-        out = run_experiment(exp, run_dir / label, model=model, processor=processor, test=tests[key],
-                             evaluate_before=first)
-        wall = time.time() - t0
-        if out["before"] is not None:
+        r = results[label]
+        first = next(iter(r["seeds"].values()))
+        key = _base_key(exp)
+        if key not in bases:
+            bases.add(key)
+            b = stats.bootstrap({0: first["eval_before"]})
             m0, n0 = exp.curriculum_().sizes[0]
             rows.append({"arm": f"base ({exp.mode}, {m0}x{n0} {exp.question_type})", "mode": exp.mode,
-                         "algorithm": "none", **out["before"], "wall_s": None})
-        rows.append({"arm": label, "mode": exp.mode, "algorithm": exp.algorithm, **out["after"], "wall_s": wall})
-        logs[label], sft_logs[label] = out["grpo_log"], out["sft_log"]
-        if extra_eval is not None:
-            extra[label] = extra_eval(out["model"], out["processor"], label)
-        results[label] = {k: v for k, v in out.items() if k not in ("model", "processor")}
-    return {"summary": pd.DataFrame(rows), "logs": logs, "sft_logs": sft_logs, "extra": extra, "results": results}
+                         "algorithm": "none", "accuracy": b["mean"], "ci_low": b["low"], "ci_high": b["high"],
+                         "valid": first["before"]["valid"], "share_A": first["before"]["share_A"],
+                         "random": first["before"]["random"], "n": b["n_puzzles"], "n_seeds": None, "wall_s": None})
+        walls = [d["metrics"].get("wall_s") for d in r["seeds"].values()]
+        after = [d["after"] for d in r["seeds"].values()]
+        rows.append({"arm": label, "mode": exp.mode, "algorithm": exp.algorithm, "accuracy": r["after"]["mean"],
+                     "ci_low": r["after"]["low"], "ci_high": r["after"]["high"],
+                     "valid": float(sum(a["valid"] for a in after) / len(after)),
+                     "share_A": float(sum(a["share_A"] for a in after) / len(after)), "random": after[0]["random"],
+                     "n": r["after"]["n_puzzles"], "n_seeds": len(after),
+                     "wall_s": float(sum(walls)) if all(w is not None for w in walls) else None})
+        for s, d in r["seeds"].items():
+            a = d["after"]
+            per_seed.append({"arm": label, "seed": s, "accuracy": a["accuracy"], "ci_low": a["ci_low"],
+                             "ci_high": a["ci_high"], "valid": a["valid"], "share_A": a["share_A"],
+                             "before": d["before"]["accuracy"], "wall_s": d["metrics"].get("wall_s"),
+                             "cached": d["cached"]})
+    return pd.DataFrame(rows), pd.DataFrame(per_seed)
+
+
+def pooled_extra(res: dict, name: str) -> dict:
+    """One table per model from :func:`compare_arms`'s ``extra_eval`` results: ``{"base": the base's table,
+    label: the arm's seeds' tables stacked, with a ``seed`` column}`` for the value ``name`` (e.g. ``"suite"``);
+    models whose value is None are left out. A seaborn bar plot of a stacked table shows the mean over seeds
+    with its interval (``plots.suite_comparison``)."""
+    import pandas as pd
+
+    out = {}
+    base = (res.get("extra") or {}).get("base") or {}
+    if base.get(name) is not None:
+        out["base"] = base[name]
+    for label, per_seed in (res.get("extra") or {}).items():
+        if label == "base":
+            continue
+        frames = [v[name].assign(seed=s) for s, v in per_seed.items() if v and v.get(name) is not None]
+        if frames:
+            out[label] = pd.concat(frames, ignore_index=True)
+    return out
 
 
 def load_arms(arms: dict[str, str | Path], overrides: dict | None = None,
@@ -358,6 +582,14 @@ def _same_recipe(a: dict, b: dict) -> bool:
     return json.loads(json.dumps(a, default=str)) == json.loads(json.dumps(b, default=str))
 
 
+def _base_key(exp: Experiment) -> str:
+    """Identity of a base evaluation: the starting model (name, nano settings, dtype), the held-out set (puzzle
+    spec, n_test, photo source) and the generation budget; equal keys give the same evaluation table."""
+    budget = exp.eval_max_new_tokens or exp.grpo_settings().max_completion_length
+    return json.dumps([exp.model, exp.nano, exp.dtype, repr(exp.puzzle_spec()), exp.n_test, exp.photo_source, budget],
+                      sort_keys=True, default=str)
+
+
 def _seed_outputs(folder: runs.RunFolder, exp: Experiment) -> dict | None:
     """A finished seed's outputs read back from its run folder: None when it did not finish, or when it was run
     with another recipe (a changed recipe or override must rerun the seed, never mix with old results)."""
@@ -369,29 +601,42 @@ def _seed_outputs(folder: runs.RunFolder, exp: Experiment) -> dict | None:
     details = record.get("details") or {}
     if not _same_recipe(details.get("experiment") or {}, exp.to_dict()):
         return None
-    log = folder.train_log("grpo")
+    log, sft_log = folder.train_log("grpo"), folder.train_log("sft")
     grid = details.get("grid")
     return {"before": details.get("before"), "after": details.get("after"),
             "eval_before": pd.read_csv(folder.eval_table("before"), keep_default_na=False),
             "eval_after": pd.read_csv(folder.eval_table("after"), keep_default_na=False),
             "grpo_log": pd.read_csv(log) if log.exists() else None,
+            "sft_log": pd.read_csv(sft_log) if sft_log.exists() else None,
             "grid": pd.DataFrame(grid) if grid else None, "metrics": record.get("metrics") or {}, "cached": True}
 
 
 def run_seeds(exp: Experiment, run_dir: str | Path, seeds, *, grid: GridSpec | None = None,
-              resume: bool = True) -> dict:
+              resume: bool = True, extra_eval=None, base_evals: dict | None = None) -> dict:
     """Run one recipe over several seeds from the same base on the same held-out set, and summarise.
 
     Each seed is :func:`run_experiment` of ``exp`` with ``seed`` replaced, in ``<run_dir>/seed<s>/``; a seed whose
-    folder already holds its record and evaluation tables is read back, not rerun (a killed multi-seed run
-    resumes where it stopped). Every seed is kept and reported: no selection.
+    folder already holds its record and evaluation tables of the same recipe is read back, not rerun (a killed
+    multi-seed run resumes where it stopped; a changed recipe reruns the seed from scratch). The base model is
+    evaluated once per held-out set, not once per seed (greedy decoding gives the same table). Every seed is
+    kept and reported: no selection.
 
+    Args:
+        exp: the recipe; run_dir: the multi-seed folder; seeds: ints ≥ 0.
+        grid: also evaluate base and trained models on an evaluation grid (RQ1).
+        resume: False reruns every seed from scratch.
+        extra_eval: optional ``(model, processor, name) -> dict`` run on each seed's trained model (``name`` is
+            ``exp.name``) and stored in ``<run_dir>/seed<s>/extra.json`` (:func:`jrl_core.runs.write_extra`); a
+            finished seed without it (or stored for another ``extra_eval.key``) is rerun.
+        base_evals: a dict shared across calls (held-out set -> the base's ``evaluate.EvalResult``), so that
+            :func:`compare_arms` evaluates each base once for all its arms; None: one for this call.
     Returns:
         ``{"seeds": {seed: {"before", "after" (summaries), "eval_before", "eval_after" (per-puzzle tables),
-        "grpo_log", "grid", "metrics", "cached"}}, "table": DataFrame (one row per seed: seed, before, after,
-        gain, after_ci_low/high (Wilson), cached), "after": bootstrap over seeds and photos
-        (``jrl_core.stats.bootstrap``), "gain": the paired after − before difference, "spread": per-seed
-        after-accuracy spread (``stats.seed_summary``), "metrics": the written record}``.
+        "grpo_log", "sft_log", "grid", "metrics", "extra" (None without ``extra_eval``), "cached"}}, "table":
+        DataFrame (one row per seed: seed, before, after, gain, after_ci_low/high (Wilson), cached), "after":
+        bootstrap over seeds and photos (``jrl_core.stats.bootstrap``), "gain": the paired after − before
+        difference, "spread": per-seed after-accuracy spread (``stats.seed_summary``), "metrics": the written
+        record}``.
     Raises:
         ValueError: no seeds, or a seed that is not an int ≥ 0.
     """
@@ -403,18 +648,33 @@ def run_seeds(exp: Experiment, run_dir: str | Path, seeds, *, grid: GridSpec | N
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
         raise ValueError(f"seeds={seeds!r}: give a non-empty list of ints >= 0, e.g. [0, 1, 2].")
     root = Path(run_dir)
+    base_evals = {} if base_evals is None else base_evals
+    extra_key = getattr(extra_eval, "key", None)
     per_seed = {}
     for s in seeds:
         folder = runs.RunFolder(root / f"seed{s}")
         seed_exp = apply_overrides(exp, {"seed": s})
         done = _seed_outputs(folder, seed_exp) if resume else None
+        if done is not None:
+            done["extra"] = runs.read_extra(folder.extra, extra_key) if extra_eval is not None else None
+            if extra_eval is not None and done["extra"] is None:
+                done = None  # killed before its extra evaluation, or measured by another one: rerun the seed
         if done is None:
             # a folder from another recipe is started over, not resumed from its checkpoints
             fresh = resume and runs.read_metrics(folder.root) is None
-            out = run_experiment(seed_exp, folder.root, grid=grid, resume=fresh)
+            folder.extra.unlink(missing_ok=True)  # never pair an old extra result with the new run
+            key = _base_key(seed_exp)
+            out = run_experiment(seed_exp, folder.root, grid=grid, resume=fresh, before=base_evals.get(key))
+            if out.get("eval_before") is not None:
+                base_evals.setdefault(key, out["eval_before"])
+            extra = None
+            if extra_eval is not None:
+                extra = extra_eval(out["model"], out["processor"], exp.name)
+                runs.write_extra(folder.extra, extra, extra_key)
             done = {"before": out["before"], "after": out["after"], "eval_before": out["eval_before"].table,
-                    "eval_after": out["eval_after"].table, "grpo_log": out["grpo_log"], "grid": out["grid"],
-                    "metrics": out["metrics"]["metrics"], "cached": False}
+                    "eval_after": out["eval_after"].table, "grpo_log": out["grpo_log"], "sft_log": out["sft_log"],
+                    "grid": out["grid"], "metrics": out["metrics"]["metrics"], "extra": extra, "cached": False}
+            del out
         per_seed[s] = done
     table = pd.DataFrame([{"seed": s, "before": d["before"]["accuracy"], "after": d["after"]["accuracy"],
                            "gain": d["after"]["accuracy"] - d["before"]["accuracy"],

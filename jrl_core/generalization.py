@@ -284,7 +284,8 @@ def evaluate_suite(
 
 
 def group_mean(table: pd.DataFrame, group: str = "UNSEEN") -> float | None:
-    """The ``"SEEN"`` or ``"UNSEEN"`` mean accuracy (in [0, 1]) of an :func:`evaluate_suite` table,
-    or None when the table has no family of that group."""
+    """The ``"SEEN"`` or ``"UNSEEN"`` mean accuracy (in [0, 1]) of an :func:`evaluate_suite` table (of
+    several seeds' tables stacked, ``experiment.pooled_extra``: the mean over seeds), or None when the table
+    has no family of that group."""
     hit = table.loc[table["suite"] == group, "accuracy"]
-    return float(hit.iloc[0]) if len(hit) else None
+    return float(hit.mean()) if len(hit) else None

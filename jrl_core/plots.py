@@ -101,19 +101,31 @@ def accuracy_before_after(results: Sequence[dict], *, random: float, paper: Sequ
 
 
 def arms_comparison(summary: pd.DataFrame, *, paper: Sequence[dict] = (), title: str = "",
-                    ours_label: str = "ours (measured)"):
+                    ours_label: str = "ours (measured)", per_seed: pd.DataFrame | None = None):
     """Held-out accuracy per arm (bars with 95% intervals, random line) and, in a separate hatched
     panel, the paper's numbers for the same comparison.
 
     Args:
         summary: :func:`jrl_core.experiment.compare_arms` ``["summary"]`` (accuracy etc. in [0, 1]).
         paper: ``[{"label": "Qwen2.5-VL-3B +RL (paper)", "accuracy": 0.988}, …]`` in [0, 1].
+        per_seed: ``compare_arms(...)["per_seed"]`` (arm, seed, accuracy): every seed drawn as a dot on its
+            arm's bar; None: bars only.
     """
     rows = summary.to_dict("records")
     results = [{"label": r["arm"], "accuracy": r["accuracy"], "ci_low": r["ci_low"], "ci_high": r["ci_high"]}
                for r in rows]
     fig = accuracy_before_after(results, random=float(summary["random"].iloc[0]), paper=paper, title=title)
-    fig.axes[0].set_title(ours_label)
+    ax = fig.axes[0]
+    ax.set_title(ours_label)
+    if per_seed is not None and len(per_seed):
+        labelled = False
+        for i, r in enumerate(rows):
+            acc = per_seed.loc[per_seed["arm"] == r["arm"], "accuracy"]
+            if len(acc):
+                ax.scatter([i] * len(acc), 100 * acc, s=14, color="black", zorder=3,
+                           label=None if labelled else "one seed")
+                labelled = True
+        ax.legend(loc="upper left")
     return fig
 
 
@@ -122,17 +134,38 @@ def training_curves_by_arm(logs: dict, columns: Sequence[tuple[str, str]] = (
         ("kl", "KL to reference"), ("beta", "KL coefficient β")), *, smooth: int = 5, title: str = ""):
     """One panel per metric, one line per arm (rolling mean over ``smooth`` steps); metrics an arm
     did not log are skipped (e.g. ``beta`` for constant-β runs, accuracy for the equality reward,
-    whose reward is ``rewards/equality_reward/mean``)."""
+    whose reward is ``rewards/equality_reward/mean``).
+
+    Args:
+        logs: arm -> per-step training table, or arm -> {seed: table} (``compare_arms(...)["logs"]``): with
+            several seeds each seed is drawn faint and the mean over seeds bold in the arm's colour.
+    """
     set_style()
-    logs = {k: v for k, v in logs.items() if v is not None and len(v)}
-    cols = [(c, lbl) for c, lbl in columns if any(c in v for v in logs.values())]
-    if any("rewards/equality_reward/mean" in v for v in logs.values()):
+    by_arm = {}
+    for arm, v in logs.items():
+        seeds = v if isinstance(v, dict) else {None: v}
+        seeds = {s: lg for s, lg in seeds.items() if lg is not None and len(lg)}
+        if seeds:
+            by_arm[arm] = seeds
+    frames = [lg for seeds in by_arm.values() for lg in seeds.values()]
+    cols = [(c, lbl) for c, lbl in columns if any(c in v for v in frames)]
+    if any("rewards/equality_reward/mean" in v for v in frames):
         cols.insert(1, ("rewards/equality_reward/mean", "equality reward"))
     fig, axes = plt.subplots(1, max(1, len(cols)), figsize=(4.2 * max(1, len(cols)), 3.2), squeeze=False)
+    palette = sns.color_palette()
     for ax, (col, label) in zip(axes[0], cols, strict=False):
-        for arm, log in logs.items():
-            if col in log:
-                ax.plot(log["step"], log[col].rolling(smooth, min_periods=1).mean(), lw=2, label=arm)
+        for k, (arm, seeds) in enumerate(by_arm.items()):
+            color = palette[k % len(palette)]
+            curves = {s: lg.set_index("step")[col].rolling(smooth, min_periods=1).mean() for s, lg in seeds.items()
+                      if col in lg}
+            if not curves:
+                continue
+            if len(curves) > 1:
+                for c in curves.values():
+                    ax.plot(c.index, c.values, lw=1, alpha=0.3, color=color)
+            mean = pd.DataFrame(curves).mean(axis=1)
+            ax.plot(mean.index, mean.values, lw=2, color=color,
+                    label=arm if len(curves) == 1 else f"{arm} (mean of {len(curves)} seeds)")
         ax.set_xlabel("step")
         ax.set_title(label)
     axes[0][0].legend(fontsize=8)

@@ -112,8 +112,9 @@ def paper_rows_table1(question_type: str, m: int, n: int, think: bool, model: st
 
 
 def arms_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """The comparison as a readable table, rounded with units: accuracy with its 95% interval, valid %,
-    answers 'A' %, random-guess %, n (puzzles) and wall time ("4m 05s"; empty for base rows)."""
+    """The comparison as a readable table, rounded with units: accuracy with its 95% interval (for
+    ``compare_arms``: mean over seeds, bootstrap over seeds and photos), seeds, valid %, answers 'A' %,
+    random-guess %, n (puzzles) and wall time ("4m 05s"; empty for base rows)."""
     out = summary.copy()
     out["accuracy (95% CI)"] = [pct_ci(a, lo, hi) for a, lo, hi in
                                 zip(out["accuracy"], out["ci_low"], out["ci_high"], strict=True)]
@@ -122,7 +123,10 @@ def arms_table(summary: pd.DataFrame) -> pd.DataFrame:
             out[name] = [pct(v) for v in out[col]]
     if "wall_s" in out:
         out["wall"] = [format_duration(v) if _is_number(v) else "" for v in out["wall_s"]]
-    cols = ["arm", "mode", "algorithm", "accuracy (95% CI)", "valid", "answers 'A'", "random guess", "n", "wall"]
+    if "n_seeds" in out:
+        out["seeds"] = [str(int(v)) if _is_number(v) else "" for v in out["n_seeds"]]
+    cols = ["arm", "mode", "algorithm", "accuracy (95% CI)", "seeds", "valid", "answers 'A'", "random guess", "n",
+            "wall"]
     return out[[c for c in cols if c in out]]
 
 
@@ -248,20 +252,55 @@ def table_file(df: pd.DataFrame, run_dir, name: str, head: int = 10, *, write: b
                      f'<div style="overflow-x:auto">{table}</div></div>')
 
 
-def write_comparison_metrics(run_dir, *, title: str, model: str, scale: str, summary: pd.DataFrame,
+def write_comparison_metrics(run_dir, *, title: str, model: str, scale: str, summary: pd.DataFrame | None = None,
                              paper_vs_ours: list[dict] = (), extra: dict | None = None,
-                             details: dict | None = None) -> dict:
-    """The metrics record of a comparison notebook (``jrl_core.runs.write_metrics``, kind ``"comparison"``):
-    per-arm accuracy ``acc_<arm>`` in [0, 1] plus ``extra`` flat metrics, the paper-vs-ours rows the study
-    index shows (each with its scale and model), every arm's row in ``details["arms"]``; and ``summary.csv``
-    (every arm) beside it. Returns the record as a dict."""
+                             details: dict | None = None, comparison: dict | None = None) -> dict:
+    """The metrics record of a comparison (``jrl_core.runs.write_metrics``, kind ``"comparison"``): per-arm
+    accuracy ``acc_<arm>`` in [0, 1] plus ``extra`` flat metrics, the paper-vs-ours rows the study index shows
+    (each with its scale and model), every arm's row in ``details["arms"]``; and ``summary.csv`` (every arm)
+    beside it.
+
+    With ``comparison`` (a :func:`jrl_core.experiment.compare_arms` result, which writes this record itself and
+    which a notebook passes again when it rewrites the record with its paper rows): its summary (unless
+    ``summary`` is given); its findings in ``details["findings"]`` and the first in ``details["finding"]`` (what
+    the study index's findings table reads), with flat metrics ``diff_<a>_vs_<b>`` (and ``_low``, ``_high``:
+    the paired difference in [−1, 1]), ``verdict_<a>_vs_<b>`` and ``verdict`` (the first finding's); its seeds
+    (``n_seeds``, ``details["seeds"]``) and per-seed table (``details["per_seed"]`` and ``per_seed.csv``).
+
+    Returns:
+        The record as a dict.
+    Raises:
+        ValueError: neither ``summary`` nor ``comparison`` given.
+    """
     from jrl_core import runs
 
-    metrics = {**{f"acc_{r['arm']}": r["accuracy"] for r in summary.to_dict("records")}, **(extra or {})}
+    comparison = comparison or {}
+    summary = summary if summary is not None else comparison.get("summary")
+    if summary is None:
+        raise ValueError("write_comparison_metrics: pass summary= (a compare_arms summary) or comparison= "
+                         "(its result).")
+    metrics = {f"acc_{r['arm']}": r["accuracy"] for r in summary.to_dict("records")}
+    details = {"arms": summary.to_dict("records"), **(details or {})}
+    findings = list(comparison.get("findings") or [])
+    for f in findings:
+        name = f"{f['a']}_vs_{f['b']}"
+        d = f["difference_interval"]
+        metrics.update({f"diff_{name}": d["mean"], f"diff_{name}_low": d["low"], f"diff_{name}_high": d["high"],
+                        f"verdict_{name}": f["verdict"]})
+    if findings:
+        metrics["verdict"] = findings[0]["verdict"]
+        details.update(findings=findings, finding=findings[0])
+    if comparison.get("seeds") is not None:
+        metrics["n_seeds"] = len(comparison["seeds"])
+        details["seeds"] = list(comparison["seeds"])
+    per_seed = comparison.get("per_seed")
+    if per_seed is not None:
+        details["per_seed"] = per_seed.to_dict("records")
+        atomic_write_text(Path(run_dir) / "per_seed.csv", per_seed.to_csv(index=False))
+    metrics.update(extra or {})
     atomic_write_text(Path(run_dir) / "summary.csv", summary.to_csv(index=False))
     record = runs.MetricsRecord(kind="comparison", title=title, model=model, scale=scale, metrics=metrics,
-                                paper_vs_ours=list(paper_vs_ours),
-                                details={"arms": summary.to_dict("records"), **(details or {})})
+                                paper_vs_ours=list(paper_vs_ours), details=details)
     runs.write_metrics(run_dir, record)
     return record.to_dict()
 
@@ -340,7 +379,8 @@ def generalization_eval(*, suite_items: int, mode: str = "non_thinking", grid_si
         seed: the suite's item seed (the same questions for every model and training seed).
     Returns:
         ``(model, processor, label) -> {"suite": DataFrame, "grid": DataFrame | None, "downstream":
-        DataFrame | None}``.
+        DataFrame | None}``, with a ``key`` attribute (these settings as JSON) that tells ``compare_arms``
+        when a stored result was measured the same way.
     """
     from jrl_core import downstream, evaluate, generalization
 
@@ -354,6 +394,9 @@ def generalization_eval(*, suite_items: int, mode: str = "non_thinking", grid_si
         down = downstream.evaluate_downstream(model, processor, benchmarks, progress=False) if benchmarks else None
         return {"suite": suite, "grid": grid, "downstream": down}
 
+    # its settings, so that compare_arms reads a stored result back only for the same evaluation
+    score.key = {"suite_items": suite_items, "mode": mode, "grid_sizes": [list(s) for s in sizes],
+                 "grid_items": grid_items, "benchmarks": dict(benchmarks or {}), "seed": seed}
     return score
 
 
@@ -398,3 +441,83 @@ def grid_table(grids: dict) -> pd.DataFrame:
                      f"{pct(a['accuracy'])} ({pct(a['seed_min'])}–{pct(a['seed_max'])}, {int(a['n_seeds'])} seeds)",
                      "random": pct(b["random"])})
     return pd.DataFrame(rows)
+
+
+def _points(value) -> str:
+    return f"{100 * value:+.1f}" if _is_number(value) else "n/a"
+
+
+def contrast_text(a: str, b: str, res: dict, *, scale: str | None = None) -> str:
+    """Our result for a declared contrast (``stats.paired_contrast``), for :func:`summary_row`: each arm's mean
+    with its 95% interval (bootstrap over seeds and photos) and every seed's accuracy (none selected), e.g.
+    ``"RL 78.0% (70.1–85.2%) vs SFT 61.0% (55.0–67.3%), mean of 3 seeds each (RL 71.3%, 80.0%, 82.7%; SFT 60.0%,
+    61.0%, 62.0%); 200 held-out puzzles of 5 photos, nano scale"``."""
+    ra, rb = res["a"], res["b"]
+    seeds = "; ".join(f"{name} " + ", ".join(pct(r[key]) for r in res["per_seed"])
+                      for name, key in ((a, "a"), (b, "b")))
+    n = ra["n_runs"]
+    where = f"{ra['n_puzzles']} held-out puzzles of {ra['n_photos']} photos" + (f", {scale} scale" if scale else "")
+    return (f"{a} {pct_ci(ra['mean'], ra['low'], ra['high'])} vs {b} {pct_ci(rb['mean'], rb['low'], rb['high'])}, "
+            f"{'mean of ' + str(n) + ' seeds each' if n > 1 else 'one seed each'} ({seeds}); {where}")
+
+
+def difference_text(res: dict, half_width: float = 0.05) -> str:
+    """The paired difference a − b of a contrast (``stats.paired_contrast``) in points with its 95% interval,
+    ``"+17.0 points (+9.1 to +25.2)"``; when the verdict is inconclusive, the seeds needed for a
+    ±``half_width`` interval at the observed seed spread (``"; about 12 seeds for ±5 points"``), or, with one
+    seed, that the spread is unknown."""
+    d = res["difference"]
+    text = f"{_points(d['mean'])} points"
+    text += (f" ({_points(d['low'])} to {_points(d['high'])})" if _is_number(d["low"]) and _is_number(d["high"])
+             else " (no interval: the held-out puzzles come from one photo)")
+    if res["verdict"] == "inconclusive":
+        hw = f"±{100 * half_width:.0f} points"
+        text += (f"; about {res['seeds_needed']} seeds for {hw}" if res.get("seeds_needed") is not None
+                 else f"; one seed: the seed spread is unknown, run ≥ 2 seeds to size a {hw} interval")
+    return text
+
+
+def finding_row(question: str, finding: dict, figure=None) -> HTMLBlock:
+    """:func:`summary_row` of a comparison's finding (``compare_arms(...)["findings"][i]``): the question, the
+    paper's claim with its number, our two arms with their intervals and the paired difference, the verdict."""
+    return summary_row(question, finding.get("paper"), f"{finding['ours']}; difference {finding['difference']}",
+                       finding.get("verdict"), figure=figure)
+
+
+def findings_table(findings: list[dict]) -> pd.DataFrame:
+    """A comparison's declared claims for reading (``compare_arms(...)["findings"]``): claim, paper, ours (both
+    arms with their intervals and every seed), the paired difference with its interval, the verdict and how
+    arms were paired."""
+    cols = {"claim": "claim", "paper": "paper", "ours": "ours", "difference": "difference (95% interval)",
+            "verdict": "verdict", "pairing": "paired"}
+    return pd.DataFrame([{name: f.get(key) for key, name in cols.items()} for f in findings],
+                        columns=list(cols.values()))
+
+
+def comparison_row(question: str, res: dict, figure=None) -> HTMLBlock:
+    """The block a comparison report opens with: :func:`finding_row` of its first declared contrast (the main
+    claim); without a contrast, each arm's mean with its interval and no verdict."""
+    if res.get("findings"):
+        return finding_row(question, res["findings"][0], figure=figure)
+    arms = [r for r in res["summary"].to_dict("records") if r.get("n_seeds")]
+    ours = "; ".join(f"{r['arm']} {pct_ci(r['accuracy'], r['ci_low'], r['ci_high'])}" for r in arms)
+    n = len(res.get("seeds") or [])
+    return summary_row(question, None, f"{ours} ({n} seed{'s' if n != 1 else ''} each; no contrast declared)",
+                       None, figure=figure)
+
+
+def suite_text(suites: dict, group: str = "UNSEEN", *, scale: str | None = None) -> str:
+    """Generalization-suite accuracy of a comparison for :func:`summary_row`: per model (``experiment.pooled_extra
+    (res, "suite")``) the ``group`` mean (``"UNSEEN"``: families the nano pretraining never trained) over seeds,
+    with the seed range, e.g. ``"UNSEEN suite families: base 41.0%; 2x1-pair 45.0% (43.0–47.0% over 2 seeds)"``."""
+    parts = []
+    for label, table in suites.items():
+        hit = table[table["suite"] == group]
+        if not len(hit):
+            continue
+        if "seed" in hit and hit["seed"].nunique() > 1:
+            parts.append(f"{label} {pct(hit['accuracy'].mean())} ({100 * hit['accuracy'].min():.1f}–"
+                         f"{pct(hit['accuracy'].max())} over {hit['seed'].nunique()} seeds)")
+        else:
+            parts.append(f"{label} {pct(hit['accuracy'].mean())}")
+    return f"{group} suite families: " + ("; ".join(parts) or "none") + (f" ({scale} scale)" if scale else "")

@@ -9,8 +9,13 @@ A run folder (``run_dir``) is what :func:`jrl_core.experiment.run_experiment` fi
       grpo/                             GRPO trainer output: train_log.csv (per logged step),
                                         completions.jsonl (one JSON line per rollout), checkpoint-*/, final/
 
-A comparison (``compare_arms``) writes one run folder per arm under ``<run_dir>/<arm>/``; a study finds arms
-through :func:`arm_dirs`, never through hard-wired relative paths.
+      extra.json                        what a comparison's ``extra_eval`` measured on the trained model
+                                        (:func:`write_extra`), so a finished seed is read back whole
+
+A multi-seed run (``run_seeds``) writes one run folder per seed, ``<run_dir>/seed<s>/``, and its summary record in
+``<run_dir>/metrics.json``. A comparison (``compare_arms``) writes one such multi-seed folder per arm,
+``<run_dir>/<arm>/seed<s>/``; a study finds arms and seeds through :func:`arm_dirs`, :func:`arm_dir` and
+:func:`seed_dirs`, never through hard-wired relative paths.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ EVAL_TABLES = {"before": "eval_before.csv", "after": "eval_after.csv"}
 """Per-puzzle evaluation tables of a run, by stage."""
 TRAINER_DIRS = ("sft", "grpo")
 """Trainer output folders inside a run folder, in the order they run."""
+EXTRA_FILE = "extra.json"
+"""File name of a run's extra evaluation results (:func:`write_extra`)."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,11 @@ class RunFolder:
     def metrics(self) -> Path:
         """The metrics record (written last: its presence means the run finished)."""
         return self.root / METRICS_FILE
+
+    @property
+    def extra(self) -> Path:
+        """The extra evaluation results of the trained model (:func:`write_extra`)."""
+        return self.root / EXTRA_FILE
 
 
 # ------------------------------------------------------------------ completion log
@@ -194,27 +206,104 @@ def read_metrics(run_dir: str | Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def arm_dirs(run_dir: str | Path) -> dict[str, Path]:
-    """``{arm label: folder}`` of a comparison's arms (sub-folders holding a trainer stage or a metrics
-    record), sorted by label."""
+def _is_run(p: Path) -> bool:
+    return p.is_dir() and (any((p / s).is_dir() for s in TRAINER_DIRS) or (p / METRICS_FILE).exists())
+
+
+def seed_dirs(run_dir: str | Path) -> dict[int, Path]:
+    """``{seed: folder}`` of a multi-seed run (``<run_dir>/seed<s>/`` holding a trainer stage or a metrics
+    record), sorted by seed; ``{}`` when there are none."""
     root = Path(run_dir)
     if not root.is_dir():
         return {}
-    out = {}
-    for p in sorted(root.iterdir()):
-        if p.is_dir() and (any((p / s).is_dir() for s in TRAINER_DIRS) or (p / METRICS_FILE).exists()):
-            out[p.name] = p
-    return out
+    found = {int(p.name[4:]): p for p in root.glob("seed*") if p.name[4:].isdigit() and _is_run(p)}
+    return dict(sorted(found.items()))
 
 
-def arm_dir(run_dir: str | Path, label: str) -> Path:
-    """The folder of one arm of a comparison (see :func:`arm_dirs`).
+def arm_dirs(run_dir: str | Path) -> dict[str, Path]:
+    """``{arm label: folder}`` of a comparison's arms (sub-folders holding a trainer stage, a metrics
+    record, or seed folders ``seed<s>/`` with either), sorted by label."""
+    root = Path(run_dir)
+    if not root.is_dir():
+        return {}
+    return {p.name: p for p in sorted(root.iterdir()) if _is_run(p) or seed_dirs(p)}
+
+
+def arm_dir(run_dir: str | Path, label: str, seed: int | None = None) -> Path:
+    """The run folder of one arm of a comparison (see :func:`arm_dirs`): for an arm run over seeds
+    (``<arm>/seed<s>/``), the folder of ``seed`` (None: the lowest seed); for a single-run arm, the arm folder.
 
     Raises:
-        FileNotFoundError: no such arm, naming the arms that exist.
+        FileNotFoundError: no such arm, naming the arms that exist; or no folder for ``seed``, naming the seeds.
     """
     arms = arm_dirs(run_dir)
     if label not in arms:
         raise FileNotFoundError(f"{run_dir}: no arm {label!r} (a sub-folder with a trainer stage or metrics.json); "
                                 f"arms there: {sorted(arms) or 'none'}. Pass the comparison's run folder and one of its arms.")
-    return arms[label]
+    seeds = seed_dirs(arms[label])
+    if not seeds:
+        if seed is not None:
+            raise FileNotFoundError(f"{arms[label]}: arm {label!r} has no seed folders; pass seed=None.")
+        return arms[label]
+    if seed is None:
+        return next(iter(seeds.values()))
+    if seed not in seeds:
+        raise FileNotFoundError(f"{arms[label]}: no folder for seed {seed}; seeds there: {sorted(seeds)}.")
+    return seeds[seed]
+
+
+# ------------------------------------------------------------------ extra evaluation results
+
+
+def write_extra(path: str | Path, values: dict, key: Any = None) -> Path:
+    """Write what an extra evaluation measured (``compare_arms(extra_eval=...)``) as one JSON file, atomically.
+
+    Args:
+        path: the file (``RunFolder.extra``, or a comparison's ``extra_base.json``).
+        values: name -> ``pandas.DataFrame`` (stored with its dtypes, ``orient="table"``), None, or a JSON value.
+        key: JSON identity of the evaluation's settings; :func:`read_extra` returns the values only for the
+            same key (a changed evaluation is measured again).
+    Returns:
+        The path written.
+    Raises:
+        TypeError: a value that is neither a DataFrame nor JSON, naming it; return DataFrames or plain values
+            from ``extra_eval`` so a finished seed can be read back.
+    """
+    import pandas as pd
+
+    stored = {}
+    for name, value in values.items():
+        if isinstance(value, pd.DataFrame):
+            stored[name] = {"frame": json.loads(value.to_json(orient="table", index=False))}
+        else:
+            try:
+                stored[name] = {"value": json.loads(json.dumps(value))}
+            except (TypeError, ValueError):
+                raise TypeError(f"extra evaluation value {name!r} is a {type(value).__name__}: return DataFrames, "
+                                "None or JSON values (numbers, strings, lists, dicts) so it can be stored and "
+                                "read back.") from None
+    path = Path(path)
+    atomic_write_json(path, {"key": json.loads(json.dumps(key, default=str)), "values": stored})
+    return path
+
+
+def read_extra(path: str | Path, key: Any = None) -> dict | None:
+    """The values :func:`write_extra` stored (DataFrames rebuilt with their dtypes), or None when the file is
+    missing, unreadable, or was written for another ``key``."""
+    import io
+
+    import pandas as pd
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("key") != json.loads(json.dumps(key, default=str)):
+        return None
+    out = {}
+    for name, item in (data.get("values") or {}).items():
+        if "frame" in item:
+            out[name] = pd.read_json(io.StringIO(json.dumps(item["frame"])), orient="table")
+        else:
+            out[name] = item.get("value")
+    return out

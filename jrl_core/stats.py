@@ -125,3 +125,61 @@ def verdict(low: float, high: float, direction: int = 1) -> str:
     if hi < 0:
         return "contradicted"
     return "inconclusive"
+
+
+def paired_contrast(tables_a: Mapping[object, pd.DataFrame], tables_b: Mapping[object, pd.DataFrame], *,
+                    direction: int = 1, column: str = "correct", half_width: float = 0.05, n_boot: int = 4000,
+                    level: float = 0.95, seed: int = 0) -> dict:
+    """A declared claim "arm A beats arm B" tested on per-puzzle tables: each arm's mean with its interval, the
+    paired difference A − B with its interval, and the pre-registered :func:`verdict`.
+
+    Pairing is by seed and by puzzle row: seed ``s`` of A is compared with seed ``s`` of B, puzzle ``i`` with
+    puzzle ``i``. Both arms must be scored on the same held-out puzzles (same ``image_id`` and, when both
+    tables have it, the same ``solution`` row by row). The prompt may differ — a thinking and a non-thinking
+    arm see the same images and solutions with different instructions (``evaluate.test_rows`` draws the
+    puzzles independently of the mode) — and such arms are still paired row by row.
+
+    Args:
+        tables_a, tables_b: seed -> per-puzzle evaluation table (``image_id``, ``column`` in [0, 1]), the same
+            seeds in the same order for both arms.
+        direction: 1 for "A beats B", −1 for "A does worse than B" (:func:`verdict`).
+        column: the score column; half_width: the target half-width of ``seeds_needed`` (0.05 = ±5 points).
+        n_boot, level, seed: :func:`bootstrap` settings (resamples photos, and seeds when there are several).
+    Returns:
+        ``{"a", "b", "difference"}`` (each a :func:`bootstrap` dict: mean, low, high, n_runs, n_photos,
+        n_puzzles; values in [0, 1], the difference in [−1, 1]), ``"verdict"`` (one of :data:`VERDICTS`),
+        ``"per_seed"`` (``[{"seed", "a", "b", "difference"}]``, every seed), ``"seed_sd"`` (sd of the per-seed
+        differences, ddof 1; None with one seed), ``"seeds_needed"`` (:func:`seeds_for_half_width` of that sd
+        when the verdict is inconclusive and there are ≥ 2 seeds, else None: with one seed the run-to-run
+        spread is unknown; it counts seed spread only, photo sampling adds its own width) and ``"pairing"``.
+    Raises:
+        ValueError: no seeds, other seeds in the two arms, or tables of other puzzles (naming the seed).
+    """
+    seeds = list(tables_a)
+    if not seeds:
+        raise ValueError("paired_contrast needs at least one seed's table per arm.")
+    if list(tables_b) != seeds:
+        raise ValueError(f"paired_contrast: arm A has seeds {seeds}, arm B {list(tables_b)}; run both arms over "
+                         "the same seeds (compare_arms(seeds=...)).")
+    for s in seeds:
+        ta, tb = tables_a[s], tables_b[s]
+        same = ta["image_id"].astype(str).tolist() == tb["image_id"].astype(str).tolist()
+        if same and "solution" in ta and "solution" in tb:
+            same = ta["solution"].astype(str).tolist() == tb["solution"].astype(str).tolist()
+        if not same:
+            raise ValueError(f"paired_contrast: seed {s}: the arms were scored on different held-out puzzles "
+                             "(image_id or solution differ row by row); compare arms with the same puzzle size, "
+                             "question type, n_test and photo source.")
+    opts = {"column": column, "n_boot": n_boot, "level": level, "seed": seed}
+    a, b = bootstrap(tables_a, **opts), bootstrap(tables_b, **opts)
+    diff = bootstrap(tables_a, tables_b, **opts)
+    per_seed = []
+    for s in seeds:
+        acc_a = float(pd.to_numeric(tables_a[s][column]).mean())
+        acc_b = float(pd.to_numeric(tables_b[s][column]).mean())
+        per_seed.append({"seed": s, "a": acc_a, "b": acc_b, "difference": acc_a - acc_b})
+    sd = seed_summary([r["difference"] for r in per_seed])["sd"] if len(seeds) > 1 else None
+    call = verdict(diff["low"], diff["high"], direction)
+    needed = seeds_for_half_width(sd, half_width) if call == "inconclusive" and sd is not None else None
+    return {"a": a, "b": b, "difference": diff, "verdict": call, "per_seed": per_seed, "seed_sd": sd,
+            "seeds_needed": needed, "pairing": "by seed and by puzzle row (same image_id and solution)"}
