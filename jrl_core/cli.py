@@ -14,6 +14,8 @@ Examples::
 
     jrl study quick                       # studies/quick.yaml → reports/
     jrl study full --only rq1_jigsaw_2x1_pair --force
+    jrl study full --jobs 2                # two runs at once in worker processes
+    jrl study full --executor slurm --jobs 8 --slurm-partition gpu --slurm-gpus 1 --slurm-time 240
     jrl run rq1_jigsaw.ipynb -p steps 20 -p lr 1e-5 --name try1
     jrl index
     jrl lab --port 8888 --no-browser     # JupyterLab on notebooks/, this environment's kernel
@@ -86,7 +88,29 @@ def _add_study(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--only", nargs="+", metavar="NAME", help="run only these run names")
     p.add_argument("--timeout", type=float, metavar="SECONDS",
                    help="wall-clock limit per run (overrides the study's timeout_s); a run past it is marked failed")
+    p.add_argument("--executor", default="local", metavar="NAME",
+                   help="where runs execute: local (default; this process, or --jobs worker processes), "
+                        "submitit-local (submitit jobs on this machine), slurm (submitit Slurm jobs)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="runs at once (default 1); each gets OMP_NUM_THREADS = cores // N")
+    slurm = p.add_argument_group("Slurm (with --executor slurm)")
+    slurm.add_argument("--slurm-partition", metavar="NAME", help="partition (default: the cluster's)")
+    slurm.add_argument("--slurm-time", type=int, metavar="MINUTES",
+                       help="time limit per job (default: the run's timeout_s + 15 min; required without one)")
+    slurm.add_argument("--slurm-cpus", type=int, metavar="N", help="CPUs per job (default 2)")
+    slurm.add_argument("--slurm-gpus", type=int, metavar="N", help="GPUs per job (default 0)")
+    slurm.add_argument("--slurm-mem-gb", type=float, metavar="GB", help="memory per job (default: the cluster's)")
     p.set_defaults(func=_cmd_study)
+
+
+def _slurm_options(args: argparse.Namespace):
+    """The ``--slurm-*`` options as a :class:`jrl_core.executor.SlurmOptions`, or None when none was given."""
+    from jrl_core.executor import SlurmOptions
+
+    given = {field: value for field, value in (
+        ("partition", args.slurm_partition), ("time_min", args.slurm_time), ("cpus_per_task", args.slurm_cpus),
+        ("gpus_per_node", args.slurm_gpus), ("mem_gb", args.slurm_mem_gb)) if value is not None}
+    return SlurmOptions(**given) if given else None
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
@@ -99,7 +123,8 @@ def _cmd_study(args: argparse.Namespace) -> int:
             if unknown:
                 raise ValueError(f"--only: unknown run name(s) {unknown}; known: {[s.name for s in specs]}")
             specs = [s for s in specs if s.name in set(args.only)]
-        results = run_study(specs, args.reports, force=args.force, timeout_s=args.timeout)
+        results = run_study(specs, args.reports, force=args.force, timeout_s=args.timeout,
+                            executor=args.executor, jobs=args.jobs, slurm=_slurm_options(args))
     _print_summary(results)
     print(f"index: {Path(args.reports).resolve() / 'index.html'}")
     return min(sum(r.status != "ok" for r in results), 100)

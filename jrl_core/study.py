@@ -23,6 +23,11 @@ record last, listing the files the run produced (``outputs``). :func:`run_study`
 ("ok (cached)") only when its record says ``ok``, its hash matches and every listed output still
 exists; a run killed midway (its record still says ``running``) is run again. Each run can have a
 wall-clock limit (``timeout_s``: study YAML, :class:`RunSpec`, or the ``timeout_s`` argument).
+
+Runs are independent, so :func:`run_study` hands them to an executor (:mod:`jrl_core.executor`): this
+process one after another (default), local worker processes (``jobs``), or submitit (its local mode, or
+Slurm). Wherever a run executes, :func:`execute_run` writes its folder; only the study's own process writes
+the index.
 """
 
 from __future__ import annotations
@@ -47,12 +52,15 @@ import traceback
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from jrl_core import runs
 from jrl_core.atomic import atomic_write_json, atomic_write_text
+
+if TYPE_CHECKING:
+    from jrl_core.executor import SlurmOptions
 
 _log = logging.getLogger(__name__)
 
@@ -875,6 +883,25 @@ _ORDINARY_RERUNS = {"forced", "no run record yet", "notebook or parameters chang
                     "previous attempt ended with status 'failed'"}
 
 
+def _record_lost_run(spec: RunSpec, reports: Path, digest: str | None, error: str, executor: str) -> dict:
+    """Write a ``failed`` record for a run whose child never returned (its process died, the engine failed),
+    unless its folder already holds a final record of the same run: a run left ``running`` is never
+    reported as finished, and a finished one is not overwritten. Returns the record on disk."""
+    run_dir = reports / spec.name
+    current, _ = load_run_record(run_dir)
+    if current is not None and current.get("status") != "running" and digest and current.get("hash") == digest:
+        return current
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started = (current or {}).get("started") if (current or {}).get("status") == "running" else None
+    record = {
+        "name": spec.name, "notebook": spec.notebook, "parameters": spec.parameters, "hash": digest,
+        "started": started, "status": "failed", "error": error, "timed_out": False, "executor": executor,
+        "finished": _now(), "outputs": [], "metrics": {},
+    }
+    atomic_write_json(run_dir / RUN_RECORD_FILE, record)
+    return record
+
+
 def run_study(
     specs: list[RunSpec],
     reports_dir: str | os.PathLike = "reports",
@@ -884,34 +911,57 @@ def run_study(
     progress: bool = True,
     notebooks_dir: str | os.PathLike | None = None,
     timeout_s: float | None = None,
+    executor: str = "local",
+    jobs: int = 1,
+    slurm: SlurmOptions | None = None,
 ) -> list[RunResult]:
-    """Execute the runs of a study in order, rebuilding ``<reports_dir>/index.html`` after each.
+    """Execute the runs of a study through an executor, rebuilding ``<reports_dir>/index.html`` after each.
 
     A run is reused (``RunResult.skipped``, "ok (cached)") only when :func:`cached_record` says so:
     status ``ok``, the same :func:`run_hash`, and its outputs still on disk; otherwise, or with
-    ``force``, it is executed again. A run whose earlier attempt was killed (its record still says
-    ``running``) or lost outputs is executed again and a warning says why (``RunResult.note``).
-    Failed runs do not stop the study.
+    ``force``, it is executed again (:func:`execute_run`). A run whose earlier attempt was killed (its
+    record still says ``running``) or lost outputs is executed again and a warning says why
+    (``RunResult.note``). Failed runs do not stop the study.
+
+    Where runs execute (:mod:`jrl_core.executor`): ``"local"`` with ``jobs=1`` runs them in order in this
+    process; ``"local"`` with ``jobs>1`` in that many worker processes; ``"submitit-local"`` as submitit
+    jobs on this machine, ``"slurm"`` as submitit Slurm jobs, at most ``jobs`` at once. Each run writes only
+    its own folder, with :func:`execute_run`'s guarantees wherever it executes; only this process writes
+    the index, after each run completes. A run whose process dies, or that the engine cannot run, is
+    recorded ``failed`` with the engine's error (never left as finished), and the other runs go on.
+    Child processes get ``OMP_NUM_THREADS`` = cores // ``jobs`` (at least 1; a smaller value already set
+    is kept; Slurm: ``cpus_per_task``) and show no per-cell progress bar.
 
     Args:
         specs: the runs (e.g. from :func:`load_study`); names must be unique.
-        reports_dir: root of the reports.
+        reports_dir: root of the reports; for ``"slurm"`` on a filesystem the compute nodes share.
+            submitit keeps its pickles and job logs in ``<reports_dir>/.submitit/``.
         force: re-run finished runs too.
         kernel_name: passed to :func:`execute_run`.
-        progress: show progress bars (over runs, and papermill's over cells).
+        progress: show progress bars (over runs, and papermill's over cells when runs execute here).
         notebooks_dir: where relative notebook paths are resolved (default ``notebooks/``).
         timeout_s: wall-clock limit in seconds for every run, overriding each ``RunSpec.timeout_s``
             (e.g. from a command-line flag); None keeps the runs' own limits.
+        executor: ``"local"`` (default), ``"submitit-local"`` or ``"slurm"``
+            (:data:`jrl_core.executor.EXECUTORS`).
+        jobs: runs at once, a whole number >= 1 (default 1).
+        slurm: :class:`jrl_core.executor.SlurmOptions` for ``"slurm"`` (partition, time, CPUs, GPUs,
+            memory); None for its defaults. Only with ``executor="slurm"``.
 
     Returns:
         One :class:`RunResult` per spec, in order.
 
     Raises:
-        ValueError: duplicate or invalid run names, or an invalid timeout.
+        ValueError: duplicate or invalid run names, an invalid timeout, an unknown executor, ``jobs``
+            < 1, Slurm options without ``executor="slurm"``, a Slurm run without a time limit, or no
+            Slurm here (all checked before anything runs).
         FileNotFoundError: a notebook does not exist (checked before anything runs).
     """
     from tqdm.auto import tqdm
 
+    from jrl_core import executor as engines
+
+    engines.check_executor(executor, jobs, slurm)
     names = [s.name for s in specs]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -920,32 +970,61 @@ def run_study(
     for s in specs:
         _check_name(s.name)
         _check_timeout(s.timeout_s, f"run {s.name!r}: timeout_s")
+        if "run_dir" in s.parameters:
+            raise ValueError(f"run {s.name!r}: parameter 'run_dir' is reserved (injected by the study runner)")
         resolve_notebook(s.notebook, notebooks_dir)
 
     reports = Path(reports_dir).resolve()
-    results: list[RunResult] = []
-    bar = tqdm(specs, desc="study", unit="run", disable=not progress)
-    for spec in bar:
-        bar.set_postfix_str(spec.name)
-        previous, reason = (None, "forced") if force else cached_record(spec, reports, notebooks_dir)
+    notebooks = Path(notebooks_dir).resolve() if notebooks_dir is not None else None  # children may start elsewhere
+    in_process = executor == "local" and jobs == 1
+    results: dict[int, RunResult] = {}
+    notes: dict[int, str | None] = {}
+    calls, todo = [], []
+    for i, spec in enumerate(specs):
+        previous, reason = (None, "forced") if force else cached_record(spec, reports, notebooks)
         if previous is not None:
-            results.append(RunResult(spec.name, "ok", reports / spec.name, previous, skipped=True))
-        else:
-            note = None
-            if reason not in _ORDINARY_RERUNS:  # interrupted, lost outputs, unreadable record: say so
-                note = reason
-                _log.warning("run %s: %s; running it again", spec.name, reason)
-            result = execute_run(
-                spec, reports, kernel_name=kernel_name, progress=progress, notebooks_dir=notebooks_dir,
-                timeout_s=timeout_s,
-            )
-            result.note = note
-            results.append(result)
-        write_index(reports)
-    bar.close()
-    if not specs:
-        write_index(reports)
-    return results
+            results[i] = RunResult(spec.name, "ok", reports / spec.name, previous, skipped=True)
+            continue
+        notes[i] = None
+        if reason not in _ORDINARY_RERUNS:  # interrupted, lost outputs, unreadable record: say so
+            notes[i] = reason
+            _log.warning("run %s: %s; running it again", spec.name, reason)
+        limit = timeout_s if timeout_s is not None else spec.timeout_s
+        calls.append(engines.Call(
+            spec.name, execute_run, (spec, reports),
+            {"kernel_name": kernel_name, "progress": progress and in_process, "notebooks_dir": notebooks,
+             "timeout_s": timeout_s}, limit_s=limit))
+        todo.append(i)
+    completed = engines.run_calls(calls, executor=executor, jobs=jobs, folder=reports / engines.ENGINE_FOLDER,
+                                  slurm=slurm)
+
+    bar = tqdm(total=len(specs), desc="study", unit="run", disable=not progress)
+    bar.update(len(results))
+    try:
+        for k, result, error in completed:
+            i = todo[k]
+            spec = specs[i]
+            if error is not None:
+                message = str(error) if isinstance(error, engines.ExecutorError) else f"{type(error).__name__}: {error}"
+                _log.error("run %s: %s", spec.name, message)
+                try:
+                    digest = run_hash(spec, notebooks)
+                except OSError:  # the notebook went away meanwhile
+                    digest = None
+                record = _record_lost_run(spec, reports, digest, message, executor)
+                result = RunResult(spec.name, "failed", reports / spec.name, {**record, "error": message})
+            result.note = notes[i]
+            results[i] = result
+            bar.set_postfix_str(spec.name)
+            bar.update(1)
+            write_index(reports)
+    finally:
+        close = getattr(completed, "close", None)
+        if close is not None:
+            close()  # an interrupt here cancels what the executor has not finished
+        bar.close()
+    write_index(reports)
+    return [results[i] for i in range(len(specs))]
 
 
 # ----------------------------------------------------------------------------- index
