@@ -70,7 +70,7 @@ def dead_leaves(seed: int | str, size: int = SIZE) -> Image.Image:
             k = int(rng.integers(3, 7))
             ang = np.sort(rng.uniform(0, 2 * np.pi, k))
             rad = r * rng.uniform(0.5, 1.0, k)
-            draw.polygon([(cx + a * np.cos(b), cy + a * np.sin(b)) for a, b in zip(rad, ang)], fill=fill)
+            draw.polygon([(cx + a * np.cos(b), cy + a * np.sin(b)) for a, b in zip(rad, ang, strict=True)], fill=fill)
         else:  # a stroke: branches, wires, horizon lines
             ang = rng.uniform(0, np.pi)
             dx, dy = 1.5 * r * np.cos(ang), 1.5 * r * np.sin(ang)

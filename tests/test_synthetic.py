@@ -9,7 +9,7 @@ from jrl_core import nano, synthetic
 def test_pictures_are_deterministic_rgb_and_varied():
     a, b = synthetic.pictures(3, seed=1, size=64), synthetic.pictures(3, seed=1, size=64)
     assert [p.image_id for p in a] == ["synthetic/1/0", "synthetic/1/1", "synthetic/1/2"]
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         assert x.image.mode == "RGB" and x.image.size == (64, 64)
         assert np.array_equal(np.asarray(x.image), np.asarray(y.image))
     arrays = [np.asarray(p.image, dtype=float) for p in a]
