@@ -309,6 +309,9 @@ class Contrast:
             empty: ``"<a> beats <b>"``.
         paper: the paper's number for it and where it comes from (``data/paper_tables/``), e.g. ``"73.18% vs
             69.48% downstream AVG (Jigsaw-R1 Tables 2/6, Qwen2.5-VL-3B, non-thinking)"``; None: no paper number.
+        id: the claim's short name in the study's findings table (``"F1"``…``"F7"``: Jigsaw-R1 Findings 1–5,
+            No-Thinking-RL, OThink-MR1; a letter suffix for a second test of one claim, ``"F5b"``); None: unnamed
+            (listed after the named ones).
     Raises:
         ValueError: empty or equal labels, or a direction other than ±1.
     """
@@ -318,6 +321,7 @@ class Contrast:
     direction: int = 1
     claim: str = ""
     paper: str | None = None
+    id: str | None = None
 
     def __post_init__(self) -> None:
         if not (isinstance(self.a, str) and isinstance(self.b, str) and self.a and self.b):
@@ -344,7 +348,7 @@ class Contrast:
             raise ValueError(f"contrast {value!r}: give a Contrast or a dict with keys a, b, direction, claim, paper.")
         unknown = sorted(set(value) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
-            raise ValueError(f"contrast {value!r}: unknown keys {unknown}; use a, b, direction, claim, paper.")
+            raise ValueError(f"contrast {value!r}: unknown keys {unknown}; use a, b, direction, claim, paper, id.")
         return cls(**value)
 
     def rule(self) -> str:
@@ -465,12 +469,7 @@ def compare_arms(arms: dict[str, Experiment], run_dir: str | Path, *, extra_eval
     for c in declared:
         r = stats.paired_contrast({s: results[c.a]["seeds"][s]["eval_after"] for s in seeds},
                                   {s: results[c.b]["seeds"][s]["eval_after"] for s in seeds}, direction=c.direction)
-        findings.append({"claim": c.claim, "paper": c.paper or "no paper number",
-                         "ours": report.contrast_text(c.a, c.b, r, scale=ref.scale),
-                         "difference": report.difference_text(r), "verdict": r["verdict"], "rule": c.rule(),
-                         "a": c.a, "b": c.b, "direction": c.direction, "arm_a": r["a"], "arm_b": r["b"],
-                         "difference_interval": r["difference"], "per_seed": r["per_seed"], "seed_sd": r["seed_sd"],
-                         "seeds_needed": r["seeds_needed"], "n_seeds": len(seeds), "pairing": r["pairing"]})
+        findings.append(report.finding(c, r, report.contrast_text(c.a, c.b, r, scale=ref.scale)))
     res = {"summary": summary, "per_seed": per_seed, "findings": findings, "seeds": seeds,
            "logs": {label: {s: d["grpo_log"] for s, d in r["seeds"].items()} for label, r in results.items()},
            "sft_logs": {label: {s: d.get("sft_log") for s, d in r["seeds"].items()} for label, r in results.items()},
@@ -478,6 +477,58 @@ def compare_arms(arms: dict[str, Experiment], run_dir: str | Path, *, extra_eval
     res["metrics"] = report.write_comparison_metrics(run_dir, title=title or "comparison: " + " vs ".join(arms),
                                                      model=ref.model, scale=ref.scale, comparison=res)
     return res
+
+
+def extra_contrast(res: dict, contrast: Contrast | dict, value: str = "suite_items", *, where=None,
+                   scale: str | None = None) -> dict:
+    """A declared claim tested on a comparison's ``extra_eval`` per-question tables instead of its held-out
+    puzzles: e.g. RQ2's "jigsaw GRPO raises accuracy on never-seen perception families over the base"
+    (Jigsaw-R1 Finding 2, Table 2 analogue), arm ``a`` against ``b = "base"`` on ``suite_items``.
+
+    Pairing is by seed and by question: seed ``s`` of arm ``a`` against seed ``s`` of arm ``b`` or, for
+    ``b == "base"``, against the base model's table (the same for every seed); the bootstrap resamples seeds
+    and test photos (``stats.paired_contrast``; the tables' ``image_id`` is ``"<photo>#<i>"``).
+
+    Args:
+        res: :func:`compare_arms`'s result, run with an ``extra_eval`` that returns ``value`` (e.g.
+            ``report.generalization_eval``, whose ``suite_items`` table has one row per question).
+        contrast: the claim (:class:`Contrast` or a dict of its fields); ``b`` may be ``"base"``.
+        value: the name of the per-question table in the ``extra_eval`` results (``image_id``, ``correct``).
+        where: optional ``DataFrame -> boolean Series`` selecting the questions (e.g. ``lambda t: ~t["seen"]``
+            for the never-seen families), applied to every table alike.
+        scale: for the text (``"nano"``).
+    Returns:
+        A finding dict as in ``compare_arms(...)["findings"]`` (id, claim, paper, ours, difference, verdict, rule,
+        a, b, direction, arm_a, arm_b, difference_interval, per_seed, seed_sd, seeds_needed, n_seeds, pairing)
+        plus ``"on"``: ``value``. Accuracies in [0, 1].
+    Raises:
+        ValueError: an arm without ``value`` tables for every seed (run ``compare_arms`` with an ``extra_eval``
+            that returns it), or no question selected.
+    """
+    from jrl_core import report, stats
+
+    c = Contrast.of(contrast)
+    extra, seeds = res.get("extra") or {}, list(res["seeds"])
+
+    def tables(label: str) -> dict:
+        if label == "base":
+            base = (extra.get("base") or {}).get(value)
+            got = {s: base for s in seeds}
+        else:
+            got = {s: ((extra.get(label) or {}).get(s) or {}).get(value) for s in seeds}
+        missing = [s for s, t in got.items() if t is None]
+        if missing:
+            raise ValueError(f"extra_contrast {c.a} vs {c.b}: no '{value}' table for {label!r} (seeds {missing}); run "
+                             f"compare_arms with an extra_eval that returns '{value}' (report.generalization_eval).")
+        picked = {s: (t[where(t)] if where is not None else t).reset_index(drop=True) for s, t in got.items()}
+        if any(len(t) == 0 for t in picked.values()):
+            raise ValueError(f"extra_contrast {c.a} vs {c.b}: `where` selected no question of '{value}'.")
+        return picked
+
+    r = stats.paired_contrast(tables(c.a), tables(c.b), direction=c.direction)
+    r["pairing"] = r["pairing"].replace("puzzle row", "question")
+    ours = report.contrast_text(c.a, c.b, r, scale=scale).replace("held-out puzzles", "questions")
+    return report.finding(c, r, ours, on=value)
 
 
 def _base_extra(exp: Experiment, path: Path, extra_eval, *, resume: bool) -> dict:
@@ -696,7 +747,8 @@ def run_seeds(exp: Experiment, run_dir: str | Path, seeds, *, grid: GridSpec | N
     m0, n0 = exp.curriculum_().sizes[0]
     result = {"seeds": per_seed, "table": table, "after": after, "before": before, "gain": gain, "spread": spread}
     trainer = {"grpo": "GRPO", "sft": "SFT", "sft_grpo": "SFT then GRPO"}[exp.algorithm]
-    finding = {"claim": f"{trainer} raises held-out {m0}x{n0} {exp.question_type} accuracy ({exp.mode}) above the base"
+    finding = {"id": "F1" if _paper_setting(exp) else None,
+               "claim": f"{trainer} raises held-out {m0}x{n0} {exp.question_type} accuracy ({exp.mode}) above the base"
                         + (" (Jigsaw-R1 Finding 1)" if _paper_setting(exp) else ""),
                "paper": (report.paper_claim_table1(exp.question_type, m0, n0, exp.think) if _paper_setting(exp)
                          else None) or "no paper number",

@@ -167,7 +167,8 @@ def suite_rows(name: str, n_items: int = 64, seed: int = 0, think: bool = False,
 
     Returns:
         ``n_items`` rows (:meth:`jrl_core.perception.PerceptionItem.row`: the pretraining wording, a
-        letter answer, no grid) plus ``suite`` (family) and ``seen`` (:attr:`SuiteEntry.seen_in_pretraining`).
+        letter answer, no grid) plus ``suite`` (family), ``seen`` (:attr:`SuiteEntry.seen_in_pretraining`) and
+        ``photo`` (the test photo the question is about: item i uses photo ``i % len(photos)``).
 
     Raises:
         ValueError: unknown family or mode, negative ``n_items``.
@@ -181,7 +182,7 @@ def suite_rows(name: str, n_items: int = 64, seed: int = 0, think: bool = False,
     rows = []
     for i, it in enumerate(items):
         rows.append(it.row(thinking_mode.name, image_id=f"{source}:test:{name}:{seed}:{i}", suite=name,
-                           seen=entry.seen_in_pretraining))
+                           seen=entry.seen_in_pretraining, photo=photos[i % len(photos)].image_id))
     return rows
 
 
@@ -217,7 +218,8 @@ def evaluate_suite(
     max_new_tokens: int | None = None,
     progress: bool = True,
     backend: str = "hf",
-) -> pd.DataFrame:
+    return_items: bool = False,
+) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
     """Accuracy on the generalization suite (nano analogue of Jigsaw-R1 Tables 2 and 3).
 
     Args:
@@ -233,6 +235,7 @@ def evaluate_suite(
         batch_size, backend: passed to ``evaluate``.
         max_new_tokens: default without thinking the letter answer's budget
             (``jrl_core.answers.max_new_tokens``, 4 tokens), with thinking 256.
+        return_items: also return the per-question table (for paired intervals, ``stats.paired_contrast``).
 
     Returns:
         One row per family, then ``suite="SEEN"`` and ``suite="UNSEEN"`` rows (unweighted means
@@ -240,6 +243,10 @@ def evaluate_suite(
         ``tasks`` (comma-joined), ``description``, ``seen`` (bool), ``mode``, ``n``, ``accuracy``
         (in [0, 1]), ``ci_low``, ``ci_high`` (Wilson 95%), ``random`` (1/n_choices, mean),
         ``valid`` (format share), ``share_A``.
+        With ``return_items``: ``(that table, items)``, ``items`` one row per question in a fixed order —
+        ``suite``, ``seen``, ``photo``, ``image_id`` (``"<photo>#<running index>"``, so that
+        ``stats.photo_of`` clusters the bootstrap by test photo), ``row_id`` (the row's own id), ``solution``,
+        ``completion``, ``correct`` (0/1).
 
     Raises:
         ValueError: unknown family or mode.
@@ -256,12 +263,19 @@ def evaluate_suite(
         from jrl_core.nano import view_size
 
         image_size = view_size(processor)
-    records = []
+    records, item_tables = [], []
     for name in names:
         entry = SUITE[name]
         rows = suite_rows(name, n_items, seed, mode=mode, source=source, image_size=image_size)
         res = evaluate(model, processor, rows, batch_size=batch_size, max_new_tokens=cap, progress=progress,
                        desc=f"suite {name}", backend=backend)
+        if return_items:
+            seen = all(t in seen_set for t in entry.tasks)
+            item_tables.append(pd.DataFrame({
+                "suite": name, "seen": seen, "photo": [r["photo"] for r in rows],
+                "row_id": [r["image_id"] for r in rows], "solution": [r["solution"] for r in rows],
+                "completion": res.table["completion"].tolist() if "completion" in res.table else None,
+                "correct": pd.to_numeric(res.table["correct"]).astype(float).tolist()}))
         records.append({
             "suite": name, "tasks": ",".join(entry.tasks), "description": entry.description,
             "seen": all(t in seen_set for t in entry.tasks), "mode": mode, "n": res.n,
@@ -280,7 +294,13 @@ def evaluate_suite(
                 "valid": sum(r["valid"] for r in group) / len(group),
                 "share_A": sum(r["share_A"] for r in group) / len(group),
             })
-    return pd.DataFrame.from_records(records)
+    table = pd.DataFrame.from_records(records)
+    if not return_items:
+        return table
+    items = pd.concat(item_tables, ignore_index=True) if item_tables else pd.DataFrame(
+        columns=["suite", "seen", "photo", "row_id", "solution", "completion", "correct"])
+    items.insert(3, "image_id", [f"{p}#{i}" for i, p in enumerate(items["photo"])])
+    return table, items
 
 
 def group_mean(table: pd.DataFrame, group: str = "UNSEEN") -> float | None:

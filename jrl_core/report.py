@@ -378,8 +378,9 @@ def generalization_eval(*, suite_items: int, mode: str = "non_thinking", grid_si
             (:func:`jrl_core.downstream.evaluate_downstream`); empty: none.
         seed: the suite's item seed (the same questions for every model and training seed).
     Returns:
-        ``(model, processor, label) -> {"suite": DataFrame, "grid": DataFrame | None, "downstream":
-        DataFrame | None}``, with a ``key`` attribute (these settings as JSON) that tells ``compare_arms``
+        ``(model, processor, label) -> {"suite": DataFrame, "suite_items": DataFrame (one row per question,
+        ``generalization.evaluate_suite(return_items=True)``: what a paired interval against the base needs),
+        "grid": DataFrame | None, "downstream": DataFrame | None}``, with a ``key`` attribute (these settings as JSON) that tells ``compare_arms``
         when a stored result was measured the same way.
     """
     from jrl_core import downstream, evaluate, generalization
@@ -387,16 +388,16 @@ def generalization_eval(*, suite_items: int, mode: str = "non_thinking", grid_si
     sizes = [tuple(int(v) for v in s) for s in grid_sizes]
 
     def score(model, processor, label: str) -> dict:
-        suite = generalization.evaluate_suite(model, processor, n_items=suite_items, seed=seed, think=mode,
-                                              progress=False)
+        suite, items = generalization.evaluate_suite(model, processor, n_items=suite_items, seed=seed, think=mode,
+                                                     progress=False, return_items=True)
         grid = evaluate.evaluate_grid(model, processor, sizes=sizes, question_types=("pair",), thinks=(mode,),
                                       n_items=grid_items, progress=False) if sizes else None
         down = downstream.evaluate_downstream(model, processor, benchmarks, progress=False) if benchmarks else None
-        return {"suite": suite, "grid": grid, "downstream": down}
+        return {"suite": suite, "suite_items": items, "grid": grid, "downstream": down}
 
     # its settings, so that compare_arms reads a stored result back only for the same evaluation
     score.key = {"suite_items": suite_items, "mode": mode, "grid_sizes": [list(s) for s in sizes],
-                 "grid_items": grid_items, "benchmarks": dict(benchmarks or {}), "seed": seed}
+                 "grid_items": grid_items, "benchmarks": dict(benchmarks or {}), "seed": seed, "items": True}
     return score
 
 
@@ -475,6 +476,41 @@ def difference_text(res: dict, half_width: float = 0.05) -> str:
         text += (f"; about {res['seeds_needed']} seeds for {hw}" if res.get("seeds_needed") is not None
                  else f"; one seed: the seed spread is unknown, run ≥ 2 seeds to size a {hw} interval")
     return text
+
+
+def finding(contrast, res: dict, ours: str, **extra) -> dict:
+    """The record of one tested claim, as the study index and :func:`finding_row` read it (``details["findings"]``
+    of a run's ``metrics.json``).
+
+    Args:
+        contrast: the declared claim (``experiment.Contrast``: id, a, b, direction, claim, paper, rule()).
+        res: its test (``stats.paired_contrast`` or ``stats.rate_contrast``: a, b, difference, verdict, per_seed,
+            seed_sd, seeds_needed, pairing).
+        ours: our result in words (:func:`contrast_text`, :func:`rate_text`).
+        extra: more fields (e.g. ``on``: the table the claim was tested on).
+    Returns:
+        ``{id, claim, paper, ours, difference (:func:`difference_text`), verdict, rule, a, b, direction, arm_a,
+        arm_b, difference_interval, per_seed, seed_sd, seeds_needed, n_seeds, pairing, **extra}``.
+    """
+    return {"id": contrast.id, "claim": contrast.claim, "paper": contrast.paper or "no paper number", "ours": ours,
+            "difference": difference_text(res), "verdict": res["verdict"], "rule": contrast.rule(),
+            "a": contrast.a, "b": contrast.b, "direction": contrast.direction, "arm_a": res["a"], "arm_b": res["b"],
+            "difference_interval": res["difference"], "per_seed": res["per_seed"], "seed_sd": res["seed_sd"],
+            "seeds_needed": res["seeds_needed"], "n_seeds": len(res["per_seed"]), "pairing": res["pairing"], **extra}
+
+
+def rate_text(a: str, b: str, res: dict, *, unit: str = "prompt groups", scale: str | None = None) -> str:
+    """Our result for an unpaired rate claim (``stats.rate_contrast``), e.g. keyword frequency late vs early in
+    training: both rates with their 95% intervals and every seed's values, ``"late steps 12.0% (9.1–15.2%) vs
+    early steps 8.0% (6.0–10.3%), mean of 3 seeds (late 11.0%, 12.5%, 12.5%; early …); 240 + 240 prompt groups,
+    nano scale"``."""
+    ra, rb = res["a"], res["b"]
+    seeds = "; ".join(f"{name} " + ", ".join(pct(r[key]) for r in res["per_seed"])
+                      for name, key in ((a, "a"), (b, "b")))
+    n = ra["n_runs"]
+    return (f"{a} {pct_ci(ra['mean'], ra['low'], ra['high'])} vs {b} {pct_ci(rb['mean'], rb['low'], rb['high'])}, "
+            f"{'mean of ' + str(n) + ' seeds' if n > 1 else 'one seed'} ({seeds}); {ra['n_units']} + "
+            f"{rb['n_units']} {unit}" + (f", {scale} scale" if scale else ""))
 
 
 def finding_row(question: str, finding: dict, figure=None) -> HTMLBlock:

@@ -183,3 +183,69 @@ def paired_contrast(tables_a: Mapping[object, pd.DataFrame], tables_b: Mapping[o
     needed = seeds_for_half_width(sd, half_width) if call == "inconclusive" and sd is not None else None
     return {"a": a, "b": b, "difference": diff, "verdict": call, "per_seed": per_seed, "seed_sd": sd,
             "seeds_needed": needed, "pairing": "by seed and by puzzle row (same image_id and solution)"}
+
+
+def _unit_means(values: Mapping[object, Sequence[float]], name: str) -> dict:
+    out = {}
+    for s, v in values.items():
+        a = np.asarray(list(v), dtype=float)
+        if a.size == 0:
+            raise ValueError(f"rate_contrast: arm {name} has no values for run {s!r}; every run needs at least one "
+                             "unit (e.g. one prompt group of its completion log).")
+        out[s] = a
+    return out
+
+
+def rate_contrast(values_a: Mapping[object, Sequence[float]], values_b: Mapping[object, Sequence[float]], *,
+                  direction: int = 1, half_width: float = 0.05, n_boot: int = 4000, level: float = 0.95,
+                  seed: int = 0) -> dict:
+    """A declared claim "rate A exceeds rate B" on *unpaired* units, each run (seed) measured on both: e.g.
+    the keyword frequency of late vs early training steps (Jigsaw-R1 Finding 4, Fig. 3 middle), or of
+    rollouts on 2x2 vs 2x1 training puzzles (Fig. 3 right). The units are independent draws within a run —
+    prompt groups of a completion log, whose G completions share one prompt and are averaged first.
+
+    The bootstrap resamples runs (when there are several) and, within each drawn run, units of A and units of B
+    independently; the statistic is the mean over drawn runs of mean(A) − mean(B). Verdict as :func:`verdict`.
+
+    Args:
+        values_a, values_b: run (e.g. seed) -> per-unit values (e.g. the share of a group's completions with a
+            keyword, in [0, 1]); the same runs in the same order for both.
+        direction, half_width, n_boot, level, seed: as :func:`paired_contrast`.
+    Returns:
+        ``{"a", "b", "difference"}`` (each ``{"mean", "low", "high", "n_runs", "n_units"}``; ``n_units`` the
+        total units; means are means over runs of per-run means), ``"verdict"``, ``"per_seed"`` (``[{"seed",
+        "a", "b", "difference"}]``), ``"seed_sd"`` (None with one run), ``"seeds_needed"`` (as
+        :func:`paired_contrast`) and ``"pairing"``.
+    Raises:
+        ValueError: no runs, other runs in the two arms, or a run without values.
+    """
+    runs_ = list(values_a)
+    if not runs_:
+        raise ValueError("rate_contrast needs at least one run's values per arm.")
+    if list(values_b) != runs_:
+        raise ValueError(f"rate_contrast: arm A has runs {runs_}, arm B {list(values_b)}; measure both on the same "
+                         "runs (seeds).")
+    va, vb = _unit_means(values_a, "A"), _unit_means(values_b, "B")
+    rng = np.random.default_rng(seed)
+    stats_ = np.empty((n_boot, 3))
+    for i in range(n_boot):
+        pick = rng.integers(0, len(runs_), len(runs_)) if len(runs_) > 1 else np.zeros(1, dtype=int)
+        ma = np.mean([rng.choice(va[runs_[j]], va[runs_[j]].size).mean() for j in pick])
+        mb = np.mean([rng.choice(vb[runs_[j]], vb[runs_[j]].size).mean() for j in pick])
+        stats_[i] = (ma, mb, ma - mb)
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(stats_, alpha, axis=0), np.quantile(stats_, 1 - alpha, axis=0)
+    per_seed = [{"seed": s, "a": float(va[s].mean()), "b": float(vb[s].mean()),
+                 "difference": float(va[s].mean() - vb[s].mean())} for s in runs_]
+    means = (np.mean([r["a"] for r in per_seed]), np.mean([r["b"] for r in per_seed]),
+             np.mean([r["difference"] for r in per_seed]))
+    units = (sum(v.size for v in va.values()), sum(v.size for v in vb.values()))
+    out = {}
+    for k, name in enumerate(("a", "b", "difference")):
+        out[name] = {"mean": float(means[k]), "low": float(lo[k]), "high": float(hi[k]), "n_runs": len(runs_),
+                     "n_units": int(units[k]) if k < 2 else int(sum(units))}
+    sd = seed_summary([r["difference"] for r in per_seed])["sd"] if len(runs_) > 1 else None
+    call = verdict(out["difference"]["low"], out["difference"]["high"], direction)
+    needed = seeds_for_half_width(sd, half_width) if call == "inconclusive" and sd is not None else None
+    return {**out, "verdict": call, "per_seed": per_seed, "seed_sd": sd, "seeds_needed": needed,
+            "pairing": "unpaired within each seed (bootstrap over seeds, and over units within a seed)"}

@@ -1174,6 +1174,28 @@ def _index_row(run_dir: Path, href: str) -> tuple[str, list[tuple[str, dict]]]:
     return row, items
 
 
+def _run_findings(run_dir: Path) -> list[dict]:
+    """Every tested claim of a run's ``metrics.json`` (``details["findings"]``, else ``details["finding"]``);
+    [] for a run without one or with an unreadable record."""
+    try:
+        record = runs.read_metrics(run_dir)
+    except Exception:  # the runs table reports unreadable records; the findings table just skips them
+        return []
+    details = (record or {}).get("details") if isinstance(record, dict) else None
+    if not isinstance(details, dict):
+        return []
+    items = details.get("findings")
+    if not isinstance(items, list):
+        items = [details.get("finding")]
+    return [f for f in items if isinstance(f, dict)]
+
+
+def _finding_order(claim_id) -> tuple:
+    """Sort key of a claim id: ``F1`` < ``F2`` < ``F5`` < ``F5b`` < ``F10``; unnamed claims last."""
+    m = re.fullmatch(r"([A-Za-z]*)(\d+)(.*)", str(claim_id or ""))
+    return (0, m.group(1), int(m.group(2)), m.group(3)) if m else (1, "", 0, str(claim_id or ""))
+
+
 def write_index(reports_dir: str | os.PathLike = "reports") -> Path:
     """Write ``<reports_dir>/index.html``: a self-contained page listing every run.
 
@@ -1214,13 +1236,14 @@ def write_index(reports_dir: str | os.PathLike = "reports") -> Path:
 
     findings = []
     for run_dir in sorted(p for p in reports.iterdir() if p.is_dir() and (p / RUN_RECORD_FILE).is_file()):
-        record = runs.read_metrics(run_dir)
-        finding = ((record or {}).get("details") or {}).get("finding") if isinstance(record, dict) else None
-        if isinstance(finding, dict):
-            href = _esc(urllib.parse.quote(os.fsencode(run_dir.name)) + "/" + REPORT_FILE)
-            findings.append(
-                "<tr>" + "".join(f"<td>{_esc(finding.get(k))}</td>" for k in ("claim", "paper", "ours", "difference"))
-                + f'<td><b>{_esc(finding.get("verdict"))}</b></td><td><a href="{href}">{_esc(run_dir.name)}</a></td></tr>')
+        href = _esc(urllib.parse.quote(os.fsencode(run_dir.name)) + "/" + REPORT_FILE)
+        for finding in _run_findings(run_dir):
+            findings.append((_finding_order(finding.get("id")), run_dir.name,
+                             f"<tr><td>{_esc(finding.get('id') or '')}</td>"
+                             + "".join(f"<td>{_esc(finding.get(k))}</td>" for k in ("claim", "paper", "ours", "difference"))
+                             + f'<td><b>{_esc(finding.get("verdict"))}</b></td>'
+                             f'<td><a href="{href}">{_esc(run_dir.name)}</a></td></tr>'))
+    findings = [html for *_, html in sorted(findings, key=lambda t: (t[0], t[1]))]
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -1231,7 +1254,7 @@ def write_index(reports_dir: str | os.PathLike = "reports") -> Path:
     ]
     if findings:
         parts += ["<h2>Findings</h2>",
-                  '<table class="findings"><thead><tr><th>claim</th><th>paper</th><th>ours (mean, 95% interval, seeds)'
+                  '<table class="findings"><thead><tr><th></th><th>claim</th><th>paper</th><th>ours (mean, 95% interval, seeds)'
                   "</th><th>difference (95% interval)</th><th>verdict</th><th>report</th></tr></thead><tbody>",
                   *findings, "</tbody></table>", "<h2>Runs</h2>"]
     parts += [

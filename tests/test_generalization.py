@@ -114,3 +114,20 @@ def test_group_mean_reads_the_seen_and_unseen_rows():
     t = pd.DataFrame({"suite": ["brighter", "SEEN", "UNSEEN"], "accuracy": [0.9, 0.9, 0.4]})
     assert group_mean(t, "UNSEEN") == 0.4 and group_mean(t, "SEEN") == 0.9
     assert group_mean(t.iloc[:2], "UNSEEN") is None
+
+
+def test_evaluate_suite_per_question_items_match_the_family_accuracy_and_cluster_by_photo(nano_dir):
+    from jrl_core import stats
+
+    model, processor = nano.load_model(str(nano_dir))
+    df, items = generalization.evaluate_suite(model, processor, ["brighter", "count_shapes"], n_items=6,
+                                              image_size=56, progress=False, return_items=True)
+    assert len(items) == 12 and list(items["suite"].unique()) == ["brighter", "count_shapes"]
+    for fam in ("brighter", "count_shapes"):
+        assert items.loc[items["suite"] == fam, "correct"].mean() == pytest.approx(
+            df.loc[df["suite"] == fam, "accuracy"].item())
+    assert items["image_id"].is_unique
+    test_photos = {p.image_id for p in generalization.load_photos("skimage", "test")}
+    assert set(items["photo"]) <= test_photos and items["photo"].nunique() > 1
+    assert [stats.photo_of(i) for i in items["image_id"]] == items["photo"].tolist()
+    assert items.loc[items["suite"] == "count_shapes", "seen"].eq(False).all()

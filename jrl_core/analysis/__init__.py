@@ -51,9 +51,11 @@ from jrl_core.analysis.keywords import (
     KEYWORD_SETS,
     VISUALTHINKER,
     KeywordSet,
+    group_keyword_rates,
     keyword_frequencies,
     keyword_sets,
     keyword_table,
+    keyword_trend,
 )
 from jrl_core.analysis.lengths import length_stats, length_table
 from jrl_core.analysis.logs import load_completion_log, load_eval_outputs
@@ -78,11 +80,13 @@ __all__ = [
     "consistency_summary",
     "consistency_table",
     "fill_judge_prompt",
+    "group_keyword_rates",
     "judge_frequencies",
     "judge_table",
     "keyword_frequencies",
     "keyword_sets",
     "keyword_table",
+    "keyword_trend",
     "length_stats",
     "length_table",
     "load_completion_log",

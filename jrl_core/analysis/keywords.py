@@ -48,9 +48,11 @@ __all__ = [
     "KeywordSet",
     "KeywordSpec",
     "VISUALTHINKER",
+    "group_keyword_rates",
     "keyword_frequencies",
     "keyword_sets",
     "keyword_table",
+    "keyword_trend",
 ]
 
 
@@ -225,3 +227,65 @@ def keyword_frequencies(completions: pd.DataFrame, keywords: KeywordSpec = None,
         ValueError: missing ``completion`` or ``by`` column, bad keyword specification.
     """
     return grouped_mean(keyword_table(completions, keywords), completions, by)
+
+
+def group_keyword_rates(log: pd.DataFrame, keywords: KeywordSpec = JIGSAW_R1_KEYWORDS, *, steps=None) -> pd.Series:
+    """Keyword frequency per prompt group of a completion log: the share of a group's G completions with at
+    least one keyword of the (single) set — the independent unit of a GRPO log, since a group's completions
+    share one prompt (used by :func:`keyword_trend` and ``stats.rate_contrast``).
+
+    Args:
+        log: ``analysis.load_completion_log`` output (``step``, ``prompt_id``, ``completion``).
+        keywords: one keyword set (default: both Jigsaw-R1 App. H.1 lists as one set).
+        steps: optional collection of steps to keep.
+    Returns:
+        Values in [0, 1], one per (step, prompt_id) group, indexed by the pair.
+    Raises:
+        ValueError: a missing column, or a specification of more than one set.
+    """
+    sets = keyword_sets(keywords)
+    if len(sets) != 1:
+        raise ValueError(f"group_keyword_rates counts one keyword set, got {[k.name for k in sets]}; pass one "
+                         "(e.g. 'jigsaw_r1').")
+    missing = [c for c in ("step", "prompt_id", "completion") if c not in log.columns]
+    if missing:
+        raise ValueError(f"group_keyword_rates: the log has no column(s) {missing}; pass "
+                         "analysis.load_completion_log(run_dir).")
+    if steps is not None:
+        log = log[log["step"].isin(list(steps))]
+    hits = keyword_table(log, sets)[sets[0].column].astype(float)
+    return hits.groupby([log["step"], log["prompt_id"]]).mean()
+
+
+def keyword_trend(logs: Mapping[Any, pd.DataFrame], keywords: KeywordSpec = JIGSAW_R1_KEYWORDS, *,
+                  fraction: float = 1 / 3, direction: int = 1) -> dict:
+    """Does keyword frequency rise with the training step (Jigsaw-R1 Finding 4, Fig. 3 middle)? For each run,
+    the prompt groups of its last ``fraction`` of steps against those of its first ``fraction``, with
+    ``jrl_core.stats.rate_contrast`` (bootstrap over runs and groups) and its pre-registered verdict.
+
+    Args:
+        logs: run (seed) -> completion log (``analysis.load_completion_log``).
+        keywords: one keyword set; fraction: the share of steps in each window, in (0, 0.5].
+        direction: 1 for "late exceeds early" (the paper's claim).
+    Returns:
+        ``stats.rate_contrast``'s dict (a = late steps, b = early steps; rates in [0, 1]) plus ``"windows"``:
+        ``{seed: {"early": [steps], "late": [steps]}}``.
+    Raises:
+        ValueError: ``fraction`` out of range, or a run with fewer than 2 logged steps.
+    """
+    import math
+
+    from jrl_core import stats
+
+    if not 0 < fraction <= 0.5:
+        raise ValueError(f"fraction={fraction}: give a share of the steps in (0, 0.5], e.g. 1/3.")
+    late, early, windows = {}, {}, {}
+    for s, log in logs.items():
+        steps = sorted(pd.unique(log["step"]))
+        if len(steps) < 2:
+            raise ValueError(f"keyword_trend: run {s!r} logged {len(steps)} step(s); a trend needs at least 2.")
+        k = max(1, math.floor(len(steps) * fraction))
+        windows[s] = {"early": [int(x) for x in steps[:k]], "late": [int(x) for x in steps[-k:]]}
+        late[s] = group_keyword_rates(log, keywords, steps=windows[s]["late"]).to_numpy()
+        early[s] = group_keyword_rates(log, keywords, steps=windows[s]["early"]).to_numpy()
+    return {**stats.rate_contrast(late, early, direction=direction), "windows": windows}
