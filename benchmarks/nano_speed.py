@@ -1,20 +1,23 @@
-"""Nano speed, old recipe against new, side by side in one run (issue: a nano base model that makes RL
+"""Nano speed, old code against new, side by side in one run (issue: a nano base model that makes RL
 reproducible; targets ≥ 4× GRPO steps per second and ≥ 3× nano build speed).
 
     .venv/bin/python benchmarks/nano_speed.py [--grpo-steps 6] [--build-steps 20] [--repeats 2]
 
-Variants are nano configurations that differ only in the fields the speed work changed (``VARIANTS``):
-``v4`` is recipe v4 (space-split BPE), ``v5`` the current default. Each variant gets a randomly initialised
-model of its configuration (speed does not depend on what the weights learned, except that an untrained
-model always writes the whole 8-token completion budget, the same for both). Measured per variant, in
-alternating order (v4, v5, v4, v5, …) so that machine drift hits both:
+Variants differ only in the fields the speed work changed (``VARIANTS``: nano configuration overrides, GRPO
+settings overrides): ``v4`` is recipe v4 (space-split BPE) with every rollout's image encoded separately (the
+code of the issue), ``v5`` the v5 tokenizer alone, ``v5+share`` the current default (v5 tokenizer, each distinct
+image encoded once per pass: ``GRPOSettings.share_images``). Each gets a randomly initialised model of its
+configuration (speed does not depend on what the weights learned, except that an untrained model always writes
+the whole 8-token completion budget, the same for all). Measured per variant, in alternating order (v4, v5,
+v5+share, v4, …) so that machine drift hits all; the build is measured once per nano configuration (image
+sharing does not touch pretraining):
 
 * GRPO: seconds per step of TRL's ``GRPOTrainer`` with the nano preset (16 prompts × 8 completions, β 0.04,
   the reference model's forward included) on the RQ1 training rows, the first step (warm-up) excluded;
 * build: steady-state seconds per step of each pretraining stage (vision encoder, visual instruction; fixed costs
   cancelled by differencing two step counts), and the whole build at v4's step counts (1,200 + 600) from them.
 
-Prints one table with both absolute figures and the ratios v4 / v5 (higher = v5 faster).
+Prints one table with the absolute figures and each variant's ratio to v4 (higher = faster).
 """
 
 from __future__ import annotations
@@ -30,9 +33,10 @@ from transformers import TrainerCallback
 
 from jrl_core import experiment, nano, perception, train
 
-VARIANTS = {
-    "v4": {"tokenizer": "words"},
-    "v5": {},
+VARIANTS = {  # name -> (nano.NanoConfig overrides, train.GRPOSettings overrides)
+    "v4": ({"tokenizer": "words"}, {"share_images": False}),
+    "v5": ({}, {"share_images": False}),
+    "v5+share": ({}, {}),
 }
 
 
@@ -50,13 +54,13 @@ class StepTimer(TrainerCallback):
         self.times.append(time.perf_counter() - self._t)
 
 
-def grpo_seconds_per_step(cfg: nano.NanoConfig, steps: int, out: Path) -> float:
+def grpo_seconds_per_step(cfg: nano.NanoConfig, steps: int, out: Path, grpo_over: dict | None = None) -> float:
     processor = nano.build_processor(cfg)
     folder = out / "base"  # TRL builds its reference model from the policy's folder
     nano.build_model(cfg, processor.tokenizer).save_pretrained(folder)
     processor.save_pretrained(folder)
     model, processor = nano.load_model(str(folder))
-    settings = dataclasses.replace(train.NANO, steps=steps, report_to=(), save_fraction=0.0)
+    settings = dataclasses.replace(train.NANO, steps=steps, report_to=(), save_fraction=0.0, **(grpo_over or {}))
     exp = experiment.load_recipe("nano/rq1_2x1_pair")
     rows = experiment.train_rows(exp, steps=steps, prompts_per_step=settings.prompts_per_step,
                                  view_size=nano.view_size(processor))
@@ -92,25 +96,35 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
     res: dict[str, dict[str, list[float]]] = {v: {"grpo": [], "vision": [], "instruct": []} for v in VARIANTS}
+    built: dict[str, str] = {}  # nano overrides (as text) -> the first variant measured with them
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeats):
-            for name, over in VARIANTS.items():
-                cfg = dataclasses.replace(nano.NanoConfig(), **over)
-                res[name]["grpo"].append(grpo_seconds_per_step(cfg, args.grpo_steps, Path(tmp) / f"{name}-{r}"))
-                v, i = build_seconds_per_step(cfg, args.build_steps)
-                res[name]["vision"].append(v)
-                res[name]["instruct"].append(i)
+            for name, (nano_over, grpo_over) in VARIANTS.items():
+                cfg = dataclasses.replace(nano.NanoConfig(), **nano_over)
+                res[name]["grpo"].append(grpo_seconds_per_step(cfg, args.grpo_steps, Path(tmp) / f"{name}-{r}",
+                                                               grpo_over))
+                owner = built.setdefault(repr(sorted(nano_over.items())), name)
+                if owner == name:
+                    v, i = build_seconds_per_step(cfg, args.build_steps)
+                    res[name]["vision"].append(v)
+                    res[name]["instruct"].append(i)
+                else:  # the same nano configuration: the same build
+                    v, i = res[owner]["vision"][-1], res[owner]["instruct"][-1]
                 print(f"repeat {r} {name}: GRPO {res[name]['grpo'][-1]:.2f} s/step, vision {v:.3f} s/step, "
-                      f"instruction {i:.3f} s/step", flush=True)
-    med = {v: {k: statistics.median(x) for k, x in d.items()} for v, d in res.items()}
-    for v in med:  # the same work for both: v4's step counts (v5 ships a longer build, made once)
-        med[v]["build"] = med[v]["vision"] * 1200 + med[v]["instruct"] * 600
-    old, new = med["v4"], med["v5"]
-    print("\n| measure | v4 (old recipe) | v5 (current) | v4 / v5 |\n|---|---|---|---|")
-    for key, label, unit in (("grpo", "GRPO step (16 prompts x 8)", "s"), ("vision", "vision-stage step", "s"),
-                             ("instruct", "instruction-stage step", "s"), ("build", "build at v4's steps (1,200 + 600)", "s")):
-        print(f"| {label} | {old[key]:.3f} {unit} | {new[key]:.3f} {unit} | {old[key] / new[key]:.2f}x |")
-
+                      f"instruction {i:.3f} s/step" + ("" if owner == name else f" (build as {owner})"), flush=True)
+    med = {v: {k: statistics.median(x) for k, x in d.items() if x} for v, d in res.items()}
+    for v, d in med.items():
+        if "vision" not in d:
+            owner = built[repr(sorted(VARIANTS[v][0].items()))]
+            d.update(vision=med[owner]["vision"], instruct=med[owner]["instruct"])
+        d["build"] = d["vision"] * 1200 + d["instruct"] * 600  # the same work for all: v4's step counts
+    names = list(VARIANTS)
+    print("\n| measure | " + " | ".join(names) + " | " + " | ".join(f"v4 / {n}" for n in names[1:]) + " |")
+    print("|---" * (2 * len(names)) + "|")
+    for key, label in (("grpo", "GRPO step (16 prompts x 8), s"), ("vision", "vision-stage step, s"),
+                       ("instruct", "instruction-stage step, s"), ("build", "build at v4's steps (1,200 + 600), s")):
+        print(f"| {label} | " + " | ".join(f"{med[n][key]:.3f}" for n in names) + " | "
+              + " | ".join(f"{med['v4'][key] / med[n][key]:.2f}x" for n in names[1:]) + " |")
 
 if __name__ == "__main__":
     main()

@@ -373,6 +373,33 @@ EXTRA_BASE_FILE = "extra_base.json"
 """A comparison's file of what ``extra_eval`` measured on the base model (``<run_dir>/extra_base.json``)."""
 
 
+def check_contrasts(arms: dict[str, Experiment], contrasts) -> list[Contrast]:
+    """The declared contrasts of a comparison, checked before any model loads: each names two of ``arms``, and
+    both arms are scored on the same held-out puzzles (question type, size, transposition, ``n_test``, photo
+    source), so that their difference can be paired puzzle by puzzle.
+
+    Args:
+        arms: label -> :class:`Experiment` (:func:`load_arms`); contrasts: :class:`Contrast` or dicts, or None.
+    Returns:
+        The contrasts as :class:`Contrast` objects, in order.
+    Raises:
+        ValueError: a contrast naming an unknown arm, or two arms on different held-out puzzles (naming the
+            fields that differ and the fix).
+    """
+    declared = [Contrast.of(c) for c in (contrasts or [])]
+    for c in declared:
+        missing = [x for x in (c.a, c.b) if x not in arms]
+        if missing:
+            raise ValueError(f"contrast {c.a} vs {c.b}: no arm {missing}; arms: {list(arms)}.")
+        pa, pb = _puzzles_of(arms[c.a]), _puzzles_of(arms[c.b])
+        diff = [f"{k}: {pa[k]!r} vs {pb[k]!r}" for k in _PAIRED_FIELDS if pa[k] != pb[k]]
+        if diff:
+            raise ValueError(f"contrast {c.a} vs {c.b}: the arms are scored on different held-out puzzles "
+                             f"({'; '.join(diff)}); a paired difference needs one held-out set: give both arms the "
+                             "same values, or drop the contrast.")
+    return declared
+
+
 def compare_arms(arms: dict[str, Experiment], run_dir: str | Path, *, extra_eval=None, seeds=None,
                  contrasts=None, resume: bool = True, title: str | None = None) -> dict:
     """Run several recipes over the same seeds from the same base and compare them with paired intervals
@@ -442,17 +469,7 @@ def compare_arms(arms: dict[str, Experiment], run_dir: str | Path, *, extra_eval
     seeds = list(dict.fromkeys(seeds))
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
         raise ValueError(f"seeds={seeds!r}: give a non-empty list of ints >= 0, e.g. [0, 1, 2].")
-    declared = [Contrast.of(c) for c in (contrasts or [])]
-    for c in declared:
-        missing = [x for x in (c.a, c.b) if x not in arms]
-        if missing:
-            raise ValueError(f"contrast {c.a} vs {c.b}: no arm {missing}; arms: {list(arms)}.")
-        pa, pb = _puzzles_of(arms[c.a]), _puzzles_of(arms[c.b])
-        diff = [f"{k}: {pa[k]!r} vs {pb[k]!r}" for k in _PAIRED_FIELDS if pa[k] != pb[k]]
-        if diff:
-            raise ValueError(f"contrast {c.a} vs {c.b}: the arms are scored on different held-out puzzles "
-                             f"({'; '.join(diff)}); a paired difference needs one held-out set: give both arms the "
-                             "same values, or drop the contrast.")
+    declared = check_contrasts(arms, contrasts)
     run_dir = Path(run_dir)
     ref = next(iter(arms.values()))
     base_evals: dict = {}

@@ -668,3 +668,32 @@ def test_index_opens_with_the_findings_table_escaped(tmp_path):
     html_text = index(tmp_path).read_text()
     assert html_text.index("Findings") < html_text.index("Runs")
     assert "&lt;b&gt;accuracy&lt;/b&gt;" in html_text and "<b>reproduced</b>" in html_text
+
+
+@pytest.mark.parametrize("name", ["quick", "full", "paper"])
+def test_every_study_file_names_real_recipes_and_valid_contrasts(name):
+    """Each run of a shipped study resolves before any model loads: its recipes load with their overrides, and the
+    contrasts it declares (or its notebook's defaults) name its arms and pair arms scored on the same puzzles."""
+    import nbformat
+
+    from jrl_core import experiment
+
+    for spec in load_study(name):
+        nb = nbformat.read(Path(__file__).resolve().parents[1] / "notebooks" / spec.notebook, as_version=4)
+        cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+        params: dict = {}
+        exec(cell.source, {}, params)  # literals only: the notebook's defaults
+        params.update(spec.parameters)
+        if "arms" in params:
+            arms = experiment.load_arms(params["arms"], params.get("overrides"), params.get("arm_overrides"))
+            if spec.notebook == "rq2_generalization.ipynb":  # its claim is an arm against the base model
+                declared = [experiment.Contrast.of(c) for c in params["contrasts"]]
+                assert all(c.a in arms and c.b == "base" for c in declared), spec.name
+            else:
+                declared = experiment.check_contrasts(arms, params.get("contrasts"))
+            assert declared and all(c.id for c in declared), spec.name
+        elif "recipe" in params:
+            experiment.load_recipe(params["recipe"], params.get("overrides"))
+    if name == "full":  # every claim over three seeds (rq1's notebook default is [0, 1, 2])
+        assert all(s.parameters.get("seeds", [0, 1, 2]) == [0, 1, 2] for s in load_study(name)
+                   if s.notebook != "puzzles.ipynb")
