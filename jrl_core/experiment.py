@@ -373,13 +373,14 @@ EXTRA_BASE_FILE = "extra_base.json"
 """A comparison's file of what ``extra_eval`` measured on the base model (``<run_dir>/extra_base.json``)."""
 
 
-def check_contrasts(arms: dict[str, Experiment], contrasts) -> list[Contrast]:
+def check_contrasts(arms: dict[str, Experiment], contrasts, *, base: bool = False) -> list[Contrast]:
     """The declared contrasts of a comparison, checked before any model loads: each names two of ``arms``, and
     both arms are scored on the same held-out puzzles (question type, size, transposition, ``n_test``, photo
     source), so that their difference can be paired puzzle by puzzle.
 
     Args:
         arms: label -> :class:`Experiment` (:func:`load_arms`); contrasts: :class:`Contrast` or dicts, or None.
+        base: also allow ``b = "base"`` (the arms' base model, for :func:`extra_contrast`).
     Returns:
         The contrasts as :class:`Contrast` objects, in order.
     Raises:
@@ -388,9 +389,12 @@ def check_contrasts(arms: dict[str, Experiment], contrasts) -> list[Contrast]:
     """
     declared = [Contrast.of(c) for c in (contrasts or [])]
     for c in declared:
-        missing = [x for x in (c.a, c.b) if x not in arms]
+        missing = [x for x in (c.a, c.b) if x not in arms and not (base and x == c.b == "base")]
         if missing:
-            raise ValueError(f"contrast {c.a} vs {c.b}: no arm {missing}; arms: {list(arms)}.")
+            raise ValueError(f"contrast {c.a} vs {c.b}: no arm {missing}; arms: {list(arms)}"
+                             + (' (or "base" as b)' if base else "") + ".")
+        if c.b == "base" and base:
+            continue
         pa, pb = _puzzles_of(arms[c.a]), _puzzles_of(arms[c.b])
         diff = [f"{k}: {pa[k]!r} vs {pb[k]!r}" for k in _PAIRED_FIELDS if pa[k] != pb[k]]
         if diff:
@@ -526,6 +530,10 @@ def extra_contrast(res: dict, contrast: Contrast | dict, value: str = "suite_ite
 
     c = Contrast.of(contrast)
     extra, seeds = res.get("extra") or {}, list(res["seeds"])
+    arms = list(res.get("results") or [k for k in extra if k != "base"])
+    unknown = [x for x in (c.a, c.b) if x not in arms and x != "base"]
+    if unknown:
+        raise ValueError(f"extra_contrast {c.a} vs {c.b}: no arm {unknown}; arms: {arms} (or \"base\").")
 
     def tables(label: str) -> dict:
         if label == "base":

@@ -133,3 +133,23 @@ def test_index_lists_every_finding_of_every_run_in_claim_order(tmp_path):
     order = [text.index(f"claim {k}") for k in ("one", "five", "five b", "ten", "unnamed")]
     assert order == sorted(order)
     assert text.count("claim five b") == 1 and text.count("claim five<") == 1
+
+
+def test_claims_name_real_arms_before_anything_runs():
+    arms = experiment.load_arms({"2x1-pair": "nano/rq1_2x1_pair"}, {"grpo.steps": 1})
+    ok = experiment.check_contrasts(arms, [{"id": "F2", "a": "2x1-pair", "b": "base"}], base=True)
+    assert ok[0].b == "base"
+    with pytest.raises(ValueError, match="no arm"):
+        experiment.check_contrasts(arms, [{"a": "2x1-pair", "b": "base"}])  # base only where allowed
+    with pytest.raises(ValueError, match="no arm \\['3x1'\\]"):
+        experiment.check_contrasts(arms, [{"a": "3x1", "b": "base"}], base=True)
+    res = {"seeds": [0], "results": {"2x1-pair": {}}, "extra": {"base": {}, "2x1-pair": {0: {}}}}
+    with pytest.raises(ValueError, match="no arm \\['3x1'\\]"):
+        experiment.extra_contrast(res, {"a": "3x1", "b": "base"})
+
+
+def test_keyword_rates_refuse_a_log_without_prompt_ids():
+    log = _log({1: 0.5, 2: 0.5})
+    log.loc[:3, "prompt_id"] = None
+    with pytest.raises(ValueError, match="no prompt_id"):
+        analysis.group_keyword_rates(log)

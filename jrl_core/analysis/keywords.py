@@ -241,7 +241,7 @@ def group_keyword_rates(log: pd.DataFrame, keywords: KeywordSpec = JIGSAW_R1_KEY
     Returns:
         Values in [0, 1], one per (step, prompt_id) group, indexed by the pair.
     Raises:
-        ValueError: a missing column, or a specification of more than one set.
+        ValueError: a missing column or prompt id, or a specification of more than one set.
     """
     sets = keyword_sets(keywords)
     if len(sets) != 1:
@@ -251,6 +251,11 @@ def group_keyword_rates(log: pd.DataFrame, keywords: KeywordSpec = JIGSAW_R1_KEY
     if missing:
         raise ValueError(f"group_keyword_rates: the log has no column(s) {missing}; pass "
                          "analysis.load_completion_log(run_dir).")
+    lost = log["prompt_id"].isna()
+    if lost.any():
+        raise ValueError(f"group_keyword_rates: {int(lost.sum())} of {len(log)} completions have no prompt_id (a log "
+                         "written before prompt ids were recorded?); rates per prompt group need them: rerun the "
+                         "training, or count per completion with keyword_frequencies.")
     if steps is not None:
         log = log[log["step"].isin(list(steps))]
     hits = keyword_table(log, sets)[sets[0].column].astype(float)
