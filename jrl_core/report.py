@@ -464,17 +464,22 @@ def contrast_text(a: str, b: str, res: dict, *, scale: str | None = None) -> str
 
 def difference_text(res: dict, half_width: float = 0.05) -> str:
     """The paired difference a − b of a contrast (``stats.paired_contrast``) in points with its 95% interval,
-    ``"+17.0 points (+9.1 to +25.2)"``; when the verdict is inconclusive, the seeds needed for a
-    ±``half_width`` interval at the observed seed spread (``"; about 12 seeds for ±5 points"``), or, with one
-    seed, that the spread is unknown."""
+    ``"+17.0 points (+9.1 to +25.2)"``; when the verdict is inconclusive: that the interval is already within
+    ±``half_width`` (no difference of that size), else the seeds needed for a ±``half_width`` interval at the
+    observed seed spread (``"; about 12 seeds for ±5 points"``), or, with one seed, that the spread is unknown."""
     d = res["difference"]
     text = f"{_points(d['mean'])} points"
     text += (f" ({_points(d['low'])} to {_points(d['high'])})" if _is_number(d["low"]) and _is_number(d["high"])
              else " (no interval: the held-out puzzles come from one photo)")
     if res["verdict"] == "inconclusive":
         hw = f"±{100 * half_width:.0f} points"
-        text += (f"; about {res['seeds_needed']} seeds for {hw}" if res.get("seeds_needed") is not None
-                 else f"; one seed: the seed spread is unknown, run ≥ 2 seeds to size a {hw} interval")
+        narrow = _is_number(d["low"]) and _is_number(d["high"]) and (d["high"] - d["low"]) / 2 <= half_width
+        if narrow:  # more seeds would not help: the difference itself is smaller than the interval resolves
+            text += f"; the interval is already within {hw}: no difference of that size"
+        elif res.get("seeds_needed") is not None:
+            text += f"; about {res['seeds_needed']} seeds for {hw}"
+        else:
+            text += f"; one seed: the seed spread is unknown, run ≥ 2 seeds to size a {hw} interval"
     return text
 
 

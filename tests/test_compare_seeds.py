@@ -211,3 +211,11 @@ def test_extra_evaluations_are_stored_with_their_seed_and_read_back(nano_dir, tm
     extra.key = {"suite_items": 3}  # another evaluation: the seed is rerun, the base measured again
     experiment.compare_arms(arms, tmp_path, seeds=[0], extra_eval=extra)
     assert calls == ["const", "base", "const", "base"]
+
+
+def test_an_inconclusive_contrast_with_a_narrow_interval_says_so_instead_of_asking_for_seeds():
+    res = {"difference": {"mean": 0.008, "low": -0.023, "high": 0.035}, "verdict": "inconclusive", "seeds_needed": 2}
+    text = report.difference_text(res)
+    assert "already within ±5 points" in text and "seeds for" not in text
+    wide = {**res, "difference": {"mean": 0.05, "low": -0.061, "high": 0.151}, "seeds_needed": 15}
+    assert "about 15 seeds for ±5 points" in report.difference_text(wide)
