@@ -46,7 +46,7 @@ SMOKE = {
                            "arm_overrides": {"thinking": {"grpo.steps": 1, "grpo.prompts_per_step": 2}}},
     "rq5_sft_vs_rl.ipynb": {"overrides": {**NANO_SMOKE, **TINY_GRPO, "grpo.steps": 1, "n_test": 4},
                             "arm_overrides": {"SFT": {"sft.steps": 2}, "SFT-RL": {"sft.steps": 1}}, "suite_items": 2},
-    "grpo_d.ipynb": {"overrides": {**NANO_SMOKE, **TINY_GRPO, "n_test": 4}},
+    "grpo_d.ipynb": {"overrides": {**NANO_SMOKE, **TINY_GRPO, "n_test": 4}, "suite_items": 2},
     "rq4_reasoning.ipynb": {"overrides": {**NANO_SMOKE, **TINY_GRPO, "n_test": 4}, "sizes": ["2x1", "3x1"],
                             "size_overrides": {"grpo.steps": 1, "n_test": 4}},
     "rq2_generalization.ipynb": {"overrides": {**NANO_SMOKE, **TINY_GRPO, "grpo.steps": 1, "n_test": 2},
