@@ -40,7 +40,7 @@ def test_notebook_has_no_committed_outputs(path):
 NANO_SMOKE = {"nano.pretrain_steps": 3, "nano.vision_pretrain_steps": 3, "nano.vision_pretrain_pool": 64}
 TINY_GRPO = {"grpo.steps": 2, "grpo.prompts_per_step": 2}
 SMOKE = {
-    "rq1_jigsaw.ipynb": {"overrides": {**NANO_SMOKE, **TINY_GRPO, "n_test": 8}, "seeds": [0, 1],
+    "rq1_jigsaw.ipynb": {"overrides": {**NANO_SMOKE, **TINY_GRPO, "n_test": 8}, "seeds": [0, 1], "jobs": 2,
                          "grid_sizes": [[2, 1], [2, 2]], "grid_items": 2},
     "rq3_thinking.ipynb": {"overrides": {**NANO_SMOKE, **TINY_GRPO, "grpo.steps": 1, "n_test": 4},
                            "arm_overrides": {"thinking": {"grpo.steps": 1, "grpo.prompts_per_step": 2}}},
