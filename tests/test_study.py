@@ -670,7 +670,7 @@ def test_index_opens_with_the_findings_table_escaped(tmp_path):
     assert "&lt;b&gt;accuracy&lt;/b&gt;" in html_text and "<b>reproduced</b>" in html_text
 
 
-@pytest.mark.parametrize("name", ["quick", "full", "paper"])
+@pytest.mark.parametrize("name", ["quick", "full", "thorough", "paper"])
 def test_every_study_file_names_real_recipes_and_valid_contrasts(name):
     """Each run of a shipped study resolves before any model loads: its recipes load with their overrides, and the
     contrasts it declares (or its notebook's defaults) name its arms and pair arms scored on the same puzzles."""
@@ -691,6 +691,7 @@ def test_every_study_file_names_real_recipes_and_valid_contrasts(name):
             assert declared and all(c.id for c in declared), spec.name
         elif "recipe" in params:
             experiment.load_recipe(params["recipe"], params.get("overrides"))
-    if name == "full":  # every claim over three seeds (rq1's notebook default is [0, 1, 2])
-        assert all(s.parameters.get("seeds", [0, 1, 2]) == [0, 1, 2] for s in load_study(name)
+    wanted = {"full": [0, 1, 2], "thorough": [0, 1, 2, 3, 4]}.get(name)
+    if wanted:  # every claim over 3 (full) or 5 (thorough) seeds; rq1's notebook default is [0, 1, 2]
+        assert all(s.parameters.get("seeds", [0, 1, 2]) == wanted for s in load_study(name)
                    if s.notebook != "puzzles.ipynb")
