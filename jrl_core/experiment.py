@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -632,6 +633,10 @@ def _train_seeds_in_parallel(exp: Experiment, root: Path, seeds: list[int], *, g
     for i, _, error in executor.run_calls(calls, executor="local", jobs=min(jobs, len(calls))):
         if error is not None:
             failed.append((names[i], error))
+        log = root / f"seed{names[i]}" / WORKER_LOG  # the worker's warnings and progress, into this run's stderr
+        if log.is_file():
+            sys.stderr.write(f"--- {exp.name} seed {names[i]} (worker process) ---\n"
+                             + log.read_text(encoding="utf-8", errors="replace") + "\n")
     if failed:
         seeds_txt = ", ".join(str(s) for s, _ in failed)
         raise RuntimeError(f"{exp.name}: seed(s) {seeds_txt} failed in their worker processes (the other seeds "
@@ -720,9 +725,20 @@ def _seed_outputs(folder: runs.RunFolder, exp: Experiment) -> dict | None:
             "grid": pd.DataFrame(grid) if grid else None, "metrics": record.get("metrics") or {}, "cached": True}
 
 
+WORKER_LOG = "worker.log"
+"""A seed trained in a worker process (``run_seeds(jobs > 1)``) writes its stdout/stderr (warnings, progress) here,
+in its seed folder; the caller then copies it to its own stderr, so a study's ``run.log`` keeps it."""
+
+
 def _train_seed(exp: Experiment, root: str, grid: GridSpec | None, resume: bool) -> None:
-    """One seed of :func:`run_seeds` in a worker process: its outputs go to its folder (read back by the caller)."""
-    run_experiment(exp, root, grid=grid, resume=resume)
+    """One seed of :func:`run_seeds` in a worker process: its outputs go to its folder (read back by the caller),
+    its stdout/stderr to ``<folder>/worker.log``."""
+    import contextlib
+
+    Path(root).mkdir(parents=True, exist_ok=True)
+    with open(Path(root) / WORKER_LOG, "w", encoding="utf-8") as log, contextlib.redirect_stderr(log), \
+            contextlib.redirect_stdout(log):
+        run_experiment(exp, root, grid=grid, resume=resume)
 
 
 def run_seeds(exp: Experiment, run_dir: str | Path, seeds, *, grid: GridSpec | None = None,

@@ -221,7 +221,7 @@ def test_an_inconclusive_contrast_with_a_narrow_interval_says_so_instead_of_aski
     assert "about 15 seeds for ±5 points" in report.difference_text(wide)
 
 
-def test_seeds_trained_in_worker_processes_match_seeds_trained_in_a_row(comparison, nano_dir, tmp_path):
+def test_seeds_trained_in_worker_processes_match_seeds_trained_in_a_row(comparison, nano_dir, tmp_path, capsys):
     """run_seeds(jobs=2): the seeds train at once in spawned processes and give the same tables and training logs
     as the same seeds trained one after another (each seed is deterministic); a finished study reads them back."""
     run_dir, _ = comparison
@@ -235,6 +235,9 @@ def test_seeds_trained_in_worker_processes_match_seeds_trained_in_a_row(comparis
         log_row = pd.read_csv(row.train_log("grpo"))[["reward", "loss"]]
         log_par = pd.read_csv(here.train_log("grpo"))[["reward", "loss"]]
         pd.testing.assert_frame_equal(log_par, log_row, check_exact=False, rtol=1e-3)  # thread counts may differ
+    for s in SEEDS:  # each worker's warnings and progress are kept beside its seed, and copied to our stderr
+        assert (tmp_path / "par" / f"seed{s}" / experiment.WORKER_LOG).is_file()
+    assert f"{exp.name} seed 1 (worker process)" in capsys.readouterr().err
     again = experiment.run_seeds(exp, tmp_path / "par", SEEDS, jobs=2)
     assert [again["seeds"][s]["cached"] for s in SEEDS] == [True, True]
     with pytest.raises(ValueError, match="jobs"):

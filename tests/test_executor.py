@@ -236,3 +236,25 @@ def test_slurm_job_asks_for_the_partition_time_and_resources_given(tmp_path, mon
     assert f"#SBATCH --time={(3600 + engines.ENGINE_MARGIN_S) // 60}" in sbatch  # the run's limit + margin
     assert "#SBATCH --cpus-per-task=8" in sbatch and "#SBATCH --gpus-per-node=1" in sbatch
     assert "#SBATCH --mem=32GB" in sbatch and "#SBATCH --job-name=jrl-rq1_seed0" in sbatch
+
+
+def test_a_child_call_sets_torch_threads_too_when_torch_is_already_imported():
+    """Unpickling a call may import torch before OMP_NUM_THREADS is set, and torch then ignores the variable: the
+    call must set torch's thread count itself (3 workers on 2 cores ran 2 threads each otherwise)."""
+    import os
+
+    import torch
+
+    from jrl_core.executor import call_with_threads
+
+    before, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    try:
+        torch.set_num_threads(2)
+        assert call_with_threads(1, torch.get_num_threads, (), {}) == 1
+        assert os.environ["OMP_NUM_THREADS"] == "1"
+    finally:
+        torch.set_num_threads(before)
+        if env is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = env
