@@ -518,6 +518,35 @@ def rate_text(a: str, b: str, res: dict, *, unit: str = "prompt groups", scale: 
             f"{rb['n_units']} {unit}" + (f", {scale} scale" if scale else ""))
 
 
+def agreement_text(evals: pd.DataFrame) -> str:
+    """Jigsaw-R1 Finding 3's second half and Think-or-Not-Think Fig. 2 in words, for a thinking arm's finding: the
+    share of held-out completions whose ``<think>`` conclusion differs from their ``<answer>``, and how often each
+    is right among those (``analysis.consistency_summary`` of evaluation tables: ``completion``, ``solution``,
+    ``answer_type``; several seeds' tables stacked)."""
+    from jrl_core import analysis
+
+    agree = analysis.consistency_summary(evals).iloc[0]
+    return (f"after thinking RL {pct(1 - agree['consistent_share'])} of held-out completions conclude otherwise in "
+            f"<think> than in <answer> (accuracy of the <answer> among those {pct(agree.get('accuracy_inconsistent'))}, "
+            f"of the <think> conclusion {pct(agree.get('reasoning_accuracy_inconsistent'))}; "
+            f"{pct(agree['undetermined_share'])} undetermined)")
+
+
+def wall_time_text(summary: pd.DataFrame, arms: dict, labels) -> str:
+    """No-Thinking-RL's cost claim in words: each arm's wall time per seed (training and evaluation, from a
+    ``compare_arms`` summary) with its GRPO steps × prompts, e.g. ``"wall time per seed no_thinking_rl 86 s (40 steps
+    × 16 prompts), thinking 165 s (40 steps × 16 prompts)"``; "" when a time is missing."""
+    walls = {r["arm"]: r["wall_s"] / r["n_seeds"] for r in summary.to_dict("records")
+             if r.get("n_seeds") and _is_number(r.get("wall_s"))}
+    if not all(k in walls for k in labels):
+        return ""
+    parts = []
+    for k in labels:
+        g = arms[k].grpo_settings()
+        parts.append(f"{k} {walls[k]:.0f} s ({g.steps} steps × {g.prompts_per_step} prompts)")
+    return "wall time per seed " + ", ".join(parts)
+
+
 def finding_row(question: str, finding: dict, figure=None) -> HTMLBlock:
     """:func:`summary_row` of a comparison's finding (``compare_arms(...)["findings"][i]``): the question, the
     paper's claim with its number, our two arms with their intervals and the paired difference, the verdict."""

@@ -127,6 +127,26 @@ def verdict(low: float, high: float, direction: int = 1) -> str:
     return "inconclusive"
 
 
+def _same_runs(a: Mapping, b: Mapping, name: str, fix: str) -> list:
+    """The runs (seeds) both arms of a contrast were measured on, in order; ValueError when there are none or
+    the arms differ."""
+    keys = list(a)
+    if not keys:
+        raise ValueError(f"{name} needs at least one run's (seed's) values per arm.")
+    if list(b) != keys:
+        raise ValueError(f"{name}: arm A has runs {keys}, arm B {list(b)}; {fix}.")
+    return keys
+
+
+def _decide(per_seed: list[dict], diff: dict, direction: int, half_width: float) -> dict:
+    """A contrast's verdict from its difference interval, every seed's difference, its seed spread and, when
+    inconclusive with ≥ 2 seeds, the seeds a ±``half_width`` interval would need."""
+    sd = seed_summary([r["difference"] for r in per_seed])["sd"] if len(per_seed) > 1 else None
+    call = verdict(diff["low"], diff["high"], direction)
+    needed = seeds_for_half_width(sd, half_width) if call == "inconclusive" and sd is not None else None
+    return {"verdict": call, "per_seed": per_seed, "seed_sd": sd, "seeds_needed": needed}
+
+
 def paired_contrast(tables_a: Mapping[object, pd.DataFrame], tables_b: Mapping[object, pd.DataFrame], *,
                     direction: int = 1, column: str = "correct", half_width: float = 0.05, n_boot: int = 4000,
                     level: float = 0.95, seed: int = 0) -> dict:
@@ -155,12 +175,8 @@ def paired_contrast(tables_a: Mapping[object, pd.DataFrame], tables_b: Mapping[o
     Raises:
         ValueError: no seeds, other seeds in the two arms, or tables of other puzzles (naming the seed).
     """
-    seeds = list(tables_a)
-    if not seeds:
-        raise ValueError("paired_contrast needs at least one seed's table per arm.")
-    if list(tables_b) != seeds:
-        raise ValueError(f"paired_contrast: arm A has seeds {seeds}, arm B {list(tables_b)}; run both arms over "
-                         "the same seeds (compare_arms(seeds=...)).")
+    seeds = _same_runs(tables_a, tables_b, "paired_contrast", "run both arms over the same seeds "
+                       "(compare_arms(seeds=...))")
     for s in seeds:
         ta, tb = tables_a[s], tables_b[s]
         same = ta["image_id"].astype(str).tolist() == tb["image_id"].astype(str).tolist()
@@ -178,11 +194,8 @@ def paired_contrast(tables_a: Mapping[object, pd.DataFrame], tables_b: Mapping[o
         acc_a = float(pd.to_numeric(tables_a[s][column]).mean())
         acc_b = float(pd.to_numeric(tables_b[s][column]).mean())
         per_seed.append({"seed": s, "a": acc_a, "b": acc_b, "difference": acc_a - acc_b})
-    sd = seed_summary([r["difference"] for r in per_seed])["sd"] if len(seeds) > 1 else None
-    call = verdict(diff["low"], diff["high"], direction)
-    needed = seeds_for_half_width(sd, half_width) if call == "inconclusive" and sd is not None else None
-    return {"a": a, "b": b, "difference": diff, "verdict": call, "per_seed": per_seed, "seed_sd": sd,
-            "seeds_needed": needed, "pairing": "by seed and by puzzle row (same image_id and solution)"}
+    return {"a": a, "b": b, "difference": diff, **_decide(per_seed, diff, direction, half_width),
+            "pairing": "by seed and by puzzle row (same image_id and solution)"}
 
 
 def _unit_means(values: Mapping[object, Sequence[float]], name: str) -> dict:
@@ -219,12 +232,7 @@ def rate_contrast(values_a: Mapping[object, Sequence[float]], values_b: Mapping[
     Raises:
         ValueError: no runs, other runs in the two arms, or a run without values.
     """
-    runs_ = list(values_a)
-    if not runs_:
-        raise ValueError("rate_contrast needs at least one run's values per arm.")
-    if list(values_b) != runs_:
-        raise ValueError(f"rate_contrast: arm A has runs {runs_}, arm B {list(values_b)}; measure both on the same "
-                         "runs (seeds).")
+    runs_ = _same_runs(values_a, values_b, "rate_contrast", "measure both on the same runs (seeds)")
     va, vb = _unit_means(values_a, "A"), _unit_means(values_b, "B")
     rng = np.random.default_rng(seed)
     stats_ = np.empty((n_boot, 3))
@@ -244,8 +252,5 @@ def rate_contrast(values_a: Mapping[object, Sequence[float]], values_b: Mapping[
     for k, name in enumerate(("a", "b", "difference")):
         out[name] = {"mean": float(means[k]), "low": float(lo[k]), "high": float(hi[k]), "n_runs": len(runs_),
                      "n_units": int(units[k]) if k < 2 else int(sum(units))}
-    sd = seed_summary([r["difference"] for r in per_seed])["sd"] if len(runs_) > 1 else None
-    call = verdict(out["difference"]["low"], out["difference"]["high"], direction)
-    needed = seeds_for_half_width(sd, half_width) if call == "inconclusive" and sd is not None else None
-    return {**out, "verdict": call, "per_seed": per_seed, "seed_sd": sd, "seeds_needed": needed,
+    return {**out, **_decide(per_seed, out["difference"], direction, half_width),
             "pairing": "unpaired within each seed (bootstrap over seeds, and over units within a seed)"}

@@ -153,3 +153,18 @@ def test_keyword_rates_refuse_a_log_without_prompt_ids():
     log.loc[:3, "prompt_id"] = None
     with pytest.raises(ValueError, match="no prompt_id"):
         analysis.group_keyword_rates(log)
+
+
+def test_agreement_and_wall_time_texts():
+    evals = pd.DataFrame({"completion": ["<think>So the answer is (A)</think><answer>A</answer>",
+                                         "<think>So the answer is (B)</think><answer>A</answer>"],
+                          "solution": ["A", "B"], "answer_type": "letter"})
+    text = report.agreement_text(evals)
+    assert text.startswith("after thinking RL 50.0% of held-out completions conclude otherwise")
+    assert "accuracy of the <answer> among those 0.0%" in text and "of the <think> conclusion 100.0%" in text
+    arms = experiment.load_arms({"x": "nano/rq1_2x1_pair", "y": "nano/thinking_2x1_pair"}, {"grpo.steps": 40})
+    summary = pd.DataFrame([{"arm": "base", "n_seeds": None, "wall_s": None},
+                            {"arm": "x", "n_seeds": 3, "wall_s": 258.0}, {"arm": "y", "n_seeds": 3, "wall_s": 495.0}])
+    assert report.wall_time_text(summary, arms, ("x", "y")) == (
+        "wall time per seed x 86 s (40 steps × 16 prompts), y 165 s (40 steps × 16 prompts)")
+    assert report.wall_time_text(summary, arms, ("x", "z")) == ""
