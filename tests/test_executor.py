@@ -13,9 +13,8 @@ import re
 import shutil
 from pathlib import Path
 
-import nbformat
 import pytest
-from nbformat.v4 import new_code_cell, new_notebook
+from notebook_helpers import write_notebook
 
 from jrl_core import executor as engines
 from jrl_core.cli import main
@@ -32,13 +31,7 @@ DIES = "import os, signal, time\nos.kill(os.getppid(), signal.SIGKILL)\ntime.sle
 
 
 def _write(path: Path, *cells: str) -> Path:
-    nb = new_notebook()
-    params = new_code_cell("label = 'default'\nscale = 1.0\nrun_dir = None")
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, *(new_code_cell(c) for c in cells)]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, path)
-    return path
+    return write_notebook(path, "label = 'default'\nscale = 1.0\nrun_dir = None", *cells)
 
 
 @pytest.fixture(scope="module")

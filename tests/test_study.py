@@ -14,6 +14,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
+from notebook_helpers import write_notebook
 
 from jrl_core.cli import main
 from jrl_core.study import (
@@ -48,16 +49,8 @@ METRICS = (
 
 
 def _write_notebook(path: Path, *, fail: bool = False) -> Path:
-    nb = new_notebook()
-    params = new_code_cell(PARAMETERS)
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, new_code_cell(FIGURE), new_code_cell(METRICS)]
-    if fail:
-        nb.cells.append(new_code_cell("raise RuntimeError('the-rollout-exploded')"))
-        nb.cells.append(new_code_cell("print('never reached')"))
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, path)
-    return path
+    failing = ("raise RuntimeError('the-rollout-exploded')", "print('never reached')") if fail else ()
+    return write_notebook(path, PARAMETERS, FIGURE, METRICS, *failing)
 
 
 @pytest.fixture(scope="module")
@@ -378,17 +371,8 @@ SLEEPY = (
 
 
 def _write_sleepy_notebook(path: Path, sleep_cell: str = SLEEPY) -> Path:
-    nb = new_notebook()
-    params = new_code_cell("run_dir = None")
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [
-        params,
-        new_code_cell(sleep_cell),
-        new_code_cell("import json, pathlib\npathlib.Path(run_dir, 'metrics.json').write_text(json.dumps({'acc': 1.0}))"),
-    ]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, path)
-    return path
+    return write_notebook(path, "run_dir = None", sleep_cell,
+                          "import json, pathlib\npathlib.Path(run_dir, 'metrics.json').write_text(json.dumps({'acc': 1.0}))")
 
 
 def test_killed_forced_rerun_is_redone_never_cached(tmp_path):
@@ -532,16 +516,9 @@ SUMMARY = (
 
 
 def _write_noisy_notebook(path: Path, *, fail: bool = False) -> Path:
-    nb = new_notebook()
-    params = new_code_cell("run_dir = None")
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, new_code_cell(FIGURE.replace("scale", "1.0")), new_code_cell(NOISY), new_code_cell(SUMMARY)]
-    if fail:
-        nb.cells.append(new_code_cell("import sys\nprint('failing-cell-' + 'stderr', file=sys.stderr)\n"
-                                      "raise RuntimeError('noisy-' + 'failure')"))
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, path)
-    return path
+    failing = ("import sys\nprint('failing-cell-' + 'stderr', file=sys.stderr)\n"
+               "raise RuntimeError('noisy-' + 'failure')",) if fail else ()
+    return write_notebook(path, "run_dir = None", FIGURE.replace("scale", "1.0"), NOISY, SUMMARY, *failing)
 
 
 @pytest.fixture(scope="module")
