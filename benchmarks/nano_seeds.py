@@ -2,10 +2,11 @@
 (seeds and photos), min and max. The README's per-seed table comes from here.
 
     .venv/bin/python benchmarks/nano_seeds.py [--recipe nano/rq1_2x1_pair] [--seeds 0 1 2 3 4] \
-        [--set size=1x2 ...] [--out runs/seeds-<name>]
+        [--set size=1x2 ...] [--out runs/seeds-<name>] [--jobs 1]
 
 Each seed is ``experiment.run_experiment`` of the recipe with that seed (``jrl train --recipe R --set seed=S``),
-in ``<out>/seed<S>/``; finished seeds are read back, so a killed run continues. Prints one JSON record and a
+in ``<out>/seed<S>/``; finished seeds are read back, so a killed run continues. ``--jobs N`` trains N seeds at once
+(``run_seeds(jobs=N)``: the same results as one after another). Prints one JSON record and a
 Markdown row.
 """
 
@@ -27,13 +28,14 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--out", help="run folder (default: runs/seeds-<recipe name>[-<overrides>])")
+    ap.add_argument("--jobs", type=int, default=1, help="seeds trained at once (processes)")
     args = ap.parse_args()
     over = {k: yaml.safe_load(v) for k, _, v in (o.partition("=") for o in args.overrides)}
     exp = experiment.load_recipe(args.recipe, over)
     tag = "-".join(f"{k}{v}" for k, v in over.items()).replace("/", "_")
     out = Path(args.out or f"runs/seeds-{exp.name}{'-' + tag if tag else ''}")
     t0 = time.time()
-    res = experiment.run_seeds(exp, out, args.seeds)
+    res = experiment.run_seeds(exp, out, args.seeds, jobs=args.jobs)
     a, g, sp = res["after"], res["gain"], res["spread"]
     rec = {"recipe": args.recipe, "overrides": over, "seeds": args.seeds, "per_seed": res["table"].to_dict("records"),
            "base": res["before"]["mean"], "after": a, "gain": g, "spread": sp, "wall_s": round(time.time() - t0, 1)}

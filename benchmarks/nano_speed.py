@@ -5,11 +5,13 @@ reproducible; targets ≥ 4× GRPO steps per second and ≥ 3× nano build speed
 
 Variants differ only in the fields the speed work changed (``VARIANTS``: nano configuration overrides, GRPO
 settings overrides): ``v4`` is recipe v4 (space-split BPE) with every rollout's image encoded separately (the
-code of the issue), ``v5`` the v5 tokenizer alone, ``v5+share`` the current default (v5 tokenizer, each distinct
-image encoded once per pass: ``GRPOSettings.share_images``). Each gets a randomly initialised model of its
+code of the issue), ``v5`` the v5 tokenizer alone, ``v5+images`` adds each distinct image encoded once per pass
+(``GRPOSettings.share_images``), ``v6`` the current default: also each distinct prompt scored once per log-prob pass
+(``GRPOSettings.share_prompts``, :mod:`jrl_core.shared_prompts`) and, in the build, the encoder trained in stage 2
+too (recipe v6: more work per instruction-stage step, a stronger base). Each gets a randomly initialised model of its
 configuration (speed does not depend on what the weights learned, except that an untrained model always writes
 the whole 8-token completion budget, the same for all). Measured per variant, in alternating order (v4, v5,
-v5+share, v4, …) so that machine drift hits all; the build is measured once per nano configuration (image
+v5+images, v6, v4, …) so that machine drift hits all; the build is measured once per nano configuration (image
 sharing does not touch pretraining):
 
 * GRPO: seconds per step of TRL's ``GRPOTrainer`` with the nano preset (16 prompts × 8 completions, β 0.04,
@@ -34,9 +36,10 @@ from transformers import TrainerCallback
 from jrl_core import experiment, nano, perception, train
 
 VARIANTS = {  # name -> (nano.NanoConfig overrides, train.GRPOSettings overrides)
-    "v4": ({"tokenizer": "words"}, {"share_images": False}),
-    "v5": ({}, {"share_images": False}),
-    "v5+share": ({}, {}),
+    "v4": ({"tokenizer": "words", "freeze_vision": True}, {"share_images": False, "share_prompts": False}),
+    "v5": ({"freeze_vision": True}, {"share_images": False, "share_prompts": False}),
+    "v5+images": ({"freeze_vision": True}, {"share_prompts": False}),
+    "v6": ({}, {}),
 }
 
 

@@ -13,6 +13,7 @@ sized for a 2-core CPU (see its field comments for why each value differs).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -60,6 +61,8 @@ class GRPOSettings:
     gradient_checkpointing: bool = True  # recompute activations in the backward pass (fits 3B/7B on one GPU)
     letter_centring: bool = False  # bias control (not in the papers): see centre_letter_advantages
     share_images: bool = True  # encode each distinct image once per pass (exact; jrl_core.shared_images)
+    share_prompts: bool = False  # score each distinct prompt once per log-prob pass (exact; jrl_core.shared_prompts;
+    # on in NANO; not yet run at paper scale here, so opt-in there: --set grpo.share_prompts=true)
     save_steps: int = 0  # checkpoint every this many steps; 0 = from save_fraction
     save_fraction: float = 0.0  # checkpoint every this share of the steps (0.1 = ten checkpoints); 0 and save_steps 0 = none
     seed: int = 0
@@ -82,6 +85,7 @@ NANO = GRPOSettings(
     max_completion_length=8,  # one letter + end of turn
     max_grad_norm=1.0,
     gradient_checkpointing=False,  # a 2M-parameter model needs no memory saving; recomputing costs time
+    share_prompts=True,  # the 8 rollouts of a prompt share ~56 of their ~58 tokens: score them once (exact)
     save_fraction=0.1,  # a killed run resumes losing at most 10% of its steps (checkpoints are ~25 MB here)
 )
 """The nano preset: same algorithm, sized for 2 CPU cores."""
@@ -255,7 +259,7 @@ def _trainer_classes():
         """
 
         def __init__(self, *args, completion_log: str | Path | None = None, letter_centring: bool = False,
-                     share_images: bool = False, **kwargs):
+                     share_images: bool = False, share_prompts: bool = False, **kwargs):
             super().__init__(*args, **kwargs)
             self.completion_log = Path(completion_log) if completion_log else None
             self.letter_centring = letter_centring
@@ -266,6 +270,23 @@ def _trainer_classes():
                 for m in (self.model, getattr(self, "ref_model", None)):
                     if m is not None:
                         self.image_sharing += _share(m)
+            self.prompt_sharing = []
+            if share_prompts:  # the G rollouts of a prompt share its prompt tokens: score them once (exact)
+                from jrl_core.shared_prompts import share_prompts as _share_prompts
+
+                for m in (self.model, getattr(self, "ref_model", None)):
+                    if m is not None:
+                        self.prompt_sharing += _share_prompts(m)
+
+        def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
+            if not self.prompt_sharing:
+                return super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep,
+                                                                  *args, **kwargs)
+            with contextlib.ExitStack() as stack:  # TRL's own pass; the backbones know where the prompt ends
+                for sharing in self.prompt_sharing:
+                    stack.enter_context(sharing.scoring(input_ids.size(1) - logits_to_keep))
+                return super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep,
+                                                                  *args, **kwargs)
 
         def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
             if self.completion_log is not None:  # TRL gathers these "extra" columns with the rollouts
@@ -435,6 +456,7 @@ def train_grpo(model, processor, rows: list[dict], settings: GRPOSettings, outpu
         completion_log=log_path if log_completions else None,
         letter_centring=settings.letter_centring,
         share_images=settings.share_images,
+        share_prompts=settings.share_prompts,
     )
     for cb in callbacks or []:
         if hasattr(cb, "bind"):  # callbacks that need the trainer, e.g. schedules.KLScheduleCallback (GRPO-D)

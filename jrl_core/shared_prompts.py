@@ -1,0 +1,208 @@
+"""Run each distinct prompt of a scoring pass once: GRPO's G rollouts of a prompt share every prompt token.
+
+TRL's ``GRPOTrainer`` scores a step's completions twice (the reference model's log-probs, then the policy's
+forward and backward), each time on ``prompt + completion`` for every rollout. The G = 8 rollouts of a prompt have
+the same prompt tokens and image, and a causal model's hidden states (and keys and values) at a prompt position do
+not depend on what follows, so the prompt part is the same computation G times. At nano scale the prompt is ~56 of
+~58 tokens per rollout (2x1 pair, non-thinking: one letter and the end of turn), so nearly all the work of both
+passes is that repetition.
+
+:func:`share_prompts` wraps the language backbone of a Qwen2-VL / Qwen2.5-VL model (``model.model``, the module
+TRL's fused LM head calls) so that, inside :meth:`PromptSharing.scoring` (entered by
+``jrl_core.train``'s GRPO trainer around its log-prob passes, where the prompt width is known), a forward pass
+
+1. computes the batch's 3-D rotary positions once, as the model itself would (``get_rope_index``);
+2. runs the distinct prompts (equal prompt tokens, attention mask and images) once, keeping their keys and values;
+3. copies those keys and values to every rollout (an index select: its backward sums the copies' gradients,
+   as the repeated computation would) and runs only the completion tokens on top of them;
+4. returns hidden states for the whole sequence, prompt rows copied, so TRL's head scores the same positions.
+
+The result equals the plain forward up to float summation order (tested: hidden states and gradients), so it is
+an exact speed-up, not a change of the algorithm. Everything else (generation, evaluation, models without a
+``get_rope_index`` backbone such as InternVL, batches with nothing repeated) takes the model's own forward.
+:class:`jrl_core.train.GRPOSettings` ``share_prompts`` turns it on (on in the nano preset, opt-in at paper scale).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+__all__ = ["PromptSharing", "find_backbones", "share_prompts", "prompt_groups"]
+
+
+def find_backbones(model) -> list:
+    """The Qwen-VL-style multimodal backbones inside ``model`` (wrapped models included): modules with a
+    ``get_rope_index`` method, a ``language_model`` and a ``visual`` tower (``Qwen2VLModel``,
+    ``Qwen2_5_VLModel``). Returns ``[]`` for other architectures."""
+    return [m for m in model.modules()
+            if hasattr(m, "get_rope_index") and hasattr(m, "language_model") and hasattr(m, "visual")]
+
+
+def prompt_groups(input_ids, attention_mask, prompt_length: int, image_keys: list[tuple] | None = None) -> tuple[list[int], list[int]]:
+    """Which rows of a batch have the same prompt.
+
+    Args:
+        input_ids: long tensor (rows, length): prompt tokens (left padded to ``prompt_length``) then completion.
+        attention_mask: tensor (rows, length), 1 on real tokens.
+        prompt_length: the prompt's width in columns (``length - logits_to_keep`` in TRL), 0 < it < length.
+        image_keys: per row, a hashable key of its images (rows with different images never share), or None.
+    Returns:
+        ``(keep, inverse)``: ``keep`` the first row of every distinct prompt, in order; ``inverse[r]`` the
+        position in ``keep`` of row ``r``'s prompt.
+    Raises:
+        ValueError: ``prompt_length`` outside (0, length), or ``image_keys`` of another length than the rows.
+    """
+    rows, length = input_ids.shape
+    if not 0 < prompt_length < length:
+        raise ValueError(f"prompt_length={prompt_length} must lie strictly inside the sequence (length {length}).")
+    if image_keys is not None and len(image_keys) != rows:
+        raise ValueError(f"image_keys has {len(image_keys)} entries for {rows} rows.")
+    ids = input_ids[:, :prompt_length].tolist()
+    mask = attention_mask[:, :prompt_length].tolist()
+    seen: dict[tuple, int] = {}
+    keep: list[int] = []
+    inverse: list[int] = []
+    for r in range(rows):
+        key = (tuple(ids[r]), tuple(mask[r]), image_keys[r] if image_keys is not None else None)
+        if key not in seen:
+            seen[key] = len(keep)
+            keep.append(r)
+        inverse.append(seen[key])
+    return keep, inverse
+
+
+@dataclass
+class PromptSharing:
+    """The wrapper on one backbone (see module docstring); ``remove()`` restores its forward. ``calls`` counts
+    shared passes, ``rows`` / ``prompts`` the rollouts received / prompts computed over them."""
+
+    backbone: object
+    original: object = None
+    prompt_length: int | None = None
+    calls: int = 0
+    rows: int = 0
+    prompts: int = 0
+    _installed: bool = field(default=False, repr=False)
+
+    @contextlib.contextmanager
+    def scoring(self, prompt_length: int):
+        """Within this block, forward passes of the backbone treat the first ``prompt_length`` columns as the
+        prompt (TRL's ``input_ids.size(1) - logits_to_keep``)."""
+        previous, self.prompt_length = self.prompt_length, int(prompt_length)
+        try:
+            yield self
+        finally:
+            self.prompt_length = previous
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, cache=None, inputs_embeds=None,
+                use_cache=None, pixel_values=None, pixel_values_videos=None, image_grid_thw=None,
+                video_grid_thw=None, mm_token_type_ids=None, **kwargs):
+        """The backbone's forward, with the prompt computed once per distinct prompt inside :meth:`scoring`."""
+        plain = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
+                     inputs_embeds=inputs_embeds, use_cache=use_cache, pixel_values=pixel_values,
+                     pixel_values_videos=pixel_values_videos, image_grid_thw=image_grid_thw,
+                     video_grid_thw=video_grid_thw, mm_token_type_ids=mm_token_type_ids, **kwargs)
+        p = self.prompt_length
+        if (p is None or input_ids is None or attention_mask is None or cache is not None or kwargs.get("past_key_values")
+                is not None or inputs_embeds is not None or position_ids is not None or pixel_values_videos is not None
+                or mm_token_type_ids is None or not 0 < p < input_ids.shape[1]):
+            return self.original(**plain)
+        if self._checkpointing():  # the layers would drop the prompt's keys and values: recompute as usual
+            return self.original(**plain)
+        plan = self._plan(input_ids, attention_mask, p, pixel_values, image_grid_thw)
+        if plan is None:
+            return self.original(**plain)
+        keep, inverse, image_rows = plan
+        return self._shared(input_ids, attention_mask, p, pixel_values, image_grid_thw, mm_token_type_ids,
+                            keep, inverse, image_rows, kwargs)
+
+    def _checkpointing(self) -> bool:
+        """Whether this pass recomputes layers in the backward (gradient checkpointing with gradients on), which
+        turns the layers' key/value cache off."""
+        import torch
+
+        lm = self.backbone.language_model
+        return bool(lm.training and torch.is_grad_enabled()
+                    and any(getattr(m, "gradient_checkpointing", False) for m in lm.modules()))
+
+    def _plan(self, input_ids, attention_mask, p, pixel_values, image_grid_thw):
+        """``(keep, inverse, image_rows)`` or None when nothing repeats or the images do not map to rows."""
+        from jrl_core.shared_images import unique_images
+
+        rows = input_ids.shape[0]
+        image_keys = image_rows = None
+        if pixel_values is not None:
+            if image_grid_thw is None or image_grid_thw.shape[0] % rows:
+                return None  # images per row differ: leave it to the model
+            per_row = image_grid_thw.shape[0] // rows
+            _, image_inverse = unique_images(pixel_values, image_grid_thw)
+            image_keys = [tuple(image_inverse[r * per_row:(r + 1) * per_row]) for r in range(rows)]
+            image_rows = per_row
+        keep, inverse = prompt_groups(input_ids, attention_mask, p, image_keys)
+        if len(keep) == rows:
+            return None
+        return keep, inverse, image_rows
+
+    def _shared(self, input_ids, attention_mask, p, pixel_values, image_grid_thw, mm_token_type_ids, keep, inverse,
+                image_rows, kwargs):
+        import torch
+        from transformers import DynamicCache
+
+        bb = self.backbone
+        self.calls += 1
+        self.rows += len(inverse)
+        self.prompts += len(keep)
+        device = input_ids.device
+        keep_t = torch.tensor(keep, device=device)
+        inv_t = torch.tensor(inverse, device=device)
+        positions, _ = bb.get_rope_index(input_ids, mm_token_type_ids=mm_token_type_ids, image_grid_thw=image_grid_thw,
+                                         attention_mask=attention_mask)
+        prompt_kw = {}
+        if pixel_values is not None:  # the kept rows' images, in row order
+            sizes = image_grid_thw.prod(-1).tolist()
+            starts = [0]
+            for s in sizes:
+                starts.append(starts[-1] + s)
+            images = [r * image_rows + j for r in keep for j in range(image_rows)]
+            prompt_kw["pixel_values"] = torch.cat([pixel_values[starts[i]:starts[i + 1]] for i in images])
+            prompt_kw["image_grid_thw"] = image_grid_thw[torch.tensor(images, device=image_grid_thw.device)]
+        cache = DynamicCache(config=bb.config.get_text_config())
+        kwargs = {k: v for k, v in kwargs.items() if k != "past_key_values"}
+        head = self.original(input_ids=input_ids[keep_t, :p], attention_mask=attention_mask[keep_t, :p],
+                             position_ids=positions[:, keep_t, :p], cache=cache, use_cache=True,
+                             mm_token_type_ids=mm_token_type_ids[keep_t, :p], **prompt_kw, **kwargs)
+        cache.batch_select_indices(inv_t)  # every rollout gets its prompt's keys and values (grad: sum of copies)
+        tail = self.original(input_ids=input_ids[:, p:], attention_mask=attention_mask, position_ids=positions[:, :, p:],
+                             cache=cache, use_cache=True, mm_token_type_ids=mm_token_type_ids[:, p:], **kwargs)
+        hidden = torch.cat([head.last_hidden_state.index_select(0, inv_t), tail.last_hidden_state], dim=1)
+        out = tail
+        out.last_hidden_state = hidden
+        if getattr(out, "cache", None) is not None:  # the caller asked for no cache; do not hold the copies
+            out.cache = None
+        return out
+
+    def remove(self) -> None:
+        if self._installed:
+            del self.backbone.forward
+            self._installed = False
+        if getattr(self.backbone, "_jrl_prompt_sharing", None) is self:
+            del self.backbone._jrl_prompt_sharing
+
+
+def share_prompts(model) -> list[PromptSharing]:
+    """Let every Qwen-VL backbone in ``model`` compute each distinct prompt once inside
+    :meth:`PromptSharing.scoring` (see the module docstring); outside it the model is unchanged. Idempotent per
+    backbone. Returns the :class:`PromptSharing` handles (empty for models without such a backbone)."""
+    out = []
+    for bb in find_backbones(model):
+        existing = getattr(bb, "_jrl_prompt_sharing", None)
+        if existing is not None:
+            out.append(existing)
+            continue
+        sharing = PromptSharing(bb, original=bb.forward)
+        bb.forward = sharing.forward  # instance attribute: nn.Module.__call__ reaches it, the class is untouched
+        sharing._installed = True
+        bb._jrl_prompt_sharing = sharing
+        out.append(sharing)
+    return out

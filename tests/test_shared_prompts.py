@@ -1,0 +1,121 @@
+"""Scoring each distinct prompt once (jrl_core.shared_prompts) changes neither hidden states nor gradients."""
+
+import dataclasses
+
+import pandas as pd
+import pytest
+import torch
+
+from jrl_core import nano, train
+from jrl_core.images import load_photos, sample_views
+from jrl_core.puzzles import PuzzleSpec, build_rows
+from jrl_core.shared_prompts import find_backbones, prompt_groups, share_prompts
+
+
+def _rows():
+    """Two 2x1 non-thinking prompts and one 3x1 thinking prompt: different lengths, so rows are left padded."""
+    photos = load_photos("skimage", "train")
+    return (build_rows(sample_views(photos, 2, seed=0, size=56), PuzzleSpec(m=2, n=1, question_type="pair"),
+                       n_items=2, seed=0)
+            + build_rows(sample_views(photos, 1, seed=1, size=56), PuzzleSpec(m=3, n=1, question_type="pair", think=True),
+                         n_items=1, seed=0))
+
+
+def _batch(processor, copies=4):
+    """Each prompt ``copies`` times (as TRL repeats a prompt G times), then 3 completion tokens per rollout
+    (letters and end of turn; rollouts 0 and 1 identical), as TRL's scoring pass sees them."""
+    rows = _rows()
+    texts = [processor.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=False)
+             for r in rows for _ in range(copies)]
+    b = processor(text=texts, images=[r["image"] for r in rows for _ in range(copies)], return_tensors="pt",
+                  padding=True)
+    n = len(texts)
+    opts = torch.tensor(processor.tokenizer.convert_tokens_to_ids(["A", "B", "<|im_end|>"]))
+    comp = opts[torch.randint(0, 3, (n, 3), generator=torch.Generator().manual_seed(0))]
+    comp[1] = comp[0]
+    width = b["input_ids"].shape[1]
+    batch = dict(input_ids=torch.cat([b["input_ids"], comp], 1),
+                 attention_mask=torch.cat([b["attention_mask"], torch.ones(n, 3, dtype=torch.long)], 1),
+                 mm_token_type_ids=torch.cat([b["mm_token_type_ids"],
+                                              torch.zeros(n, 3, dtype=b["mm_token_type_ids"].dtype)], 1),
+                 pixel_values=b["pixel_values"], image_grid_thw=b["image_grid_thw"], use_cache=False)
+    return batch, width
+
+
+def test_prompt_groups_by_tokens_mask_and_images():
+    ids = torch.tensor([[0, 5, 6, 1], [0, 5, 6, 2], [5, 5, 6, 1], [0, 5, 6, 1]])
+    mask = torch.tensor([[0, 1, 1, 1], [0, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1]])
+    assert prompt_groups(ids, mask, 3) == ([0, 2, 3], [0, 0, 1, 2])  # row 3: same tokens, other mask
+    assert prompt_groups(ids, mask, 3, image_keys=[(0,), (1,), (0,), (0,)]) == ([0, 1, 2, 3], [0, 1, 2, 3])
+    with pytest.raises(ValueError, match="prompt_length"):
+        prompt_groups(ids, mask, 4)
+    with pytest.raises(ValueError, match="image_keys"):
+        prompt_groups(ids, mask, 3, image_keys=[(0,)])
+
+
+def test_shared_prompts_give_the_same_hidden_states_and_gradients(nano_dir):
+    model, processor = nano.load_model(str(nano_dir))
+    batch, width = _batch(processor)
+    w = torch.randn(model.config.text_config.hidden_size, generator=torch.Generator().manual_seed(1))
+
+    def run():
+        model.zero_grad()
+        hidden = model.model(**batch).last_hidden_state
+        (hidden[:, width - 1:] @ w).pow(2).mean().backward()  # what the head scores: last prompt token onwards
+        return hidden.detach(), {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+
+    h0, g0 = run()
+    handles = share_prompts(model)
+    assert len(handles) == 1 and find_backbones(model) == [handles[0].backbone]
+    assert share_prompts(model)[0] is handles[0]  # idempotent
+    run()
+    assert handles[0].calls == 0  # outside scoring() the model's own forward runs
+    with handles[0].scoring(width):
+        h1, g1 = run()
+    assert (handles[0].calls, handles[0].rows, handles[0].prompts) == (1, 12, 3)
+    assert bool((batch["attention_mask"][:, :width] == 0).any())  # left padding was exercised
+    real = batch["attention_mask"].bool()
+    torch.testing.assert_close(h1[real], h0[real], rtol=1e-4, atol=1e-5)
+    assert g1.keys() == g0.keys() and any(k.startswith("model.visual") for k in g0)
+    for k in g0:  # float summation order differs: within 1e-4 of each tensor's largest entry
+        assert (g1[k] - g0[k]).abs().max() <= 1e-4 * g0[k].abs().max(), k
+    handles[0].remove()
+    assert not hasattr(handles[0].backbone, "_jrl_prompt_sharing")
+    with handles[0].scoring(width):
+        run()
+    assert handles[0].calls == 1  # the wrapper is gone
+
+
+def test_gradient_checkpointing_falls_back_to_the_plain_forward(nano_dir):
+    model, processor = nano.load_model(str(nano_dir))
+    batch, width = _batch(processor, copies=2)
+    sharing = share_prompts(model)[0]
+    model.gradient_checkpointing_enable()
+    model.train()
+    with sharing.scoring(width):
+        model.model(**batch).last_hidden_state.sum().backward()  # checkpointed layers would drop the cache
+        assert sharing.calls == 0
+        with torch.no_grad():  # no backward, no recomputation: shared (the reference model's pass)
+            model.model(**batch)
+    assert sharing.calls == 1
+
+
+def test_grpo_trainer_scores_each_prompt_once_with_the_same_losses(nano_dir, tmp_path):
+    model, processor = nano.load_model(str(nano_dir))
+    rows = build_rows(sample_views(load_photos("skimage", "train"), 4, seed=0, size=56),
+                      PuzzleSpec(m=2, n=1, question_type="pair"), n_items=4, seed=0)
+    settings = dataclasses.replace(train.NANO, steps=2, prompts_per_step=2, num_generations=4, warmup_ratio=0,
+                                   save_fraction=0.0, report_to=())
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer, _ = train.train_grpo(model, processor, rows, settings, tmp_path / "on", save_final=False)
+    sharing = trainer.prompt_sharing
+    assert len(sharing) == 2  # policy and reference model (β = 0.04)
+    assert all(s.calls >= 2 and s.rows == 4 * s.prompts for s in sharing)  # G = 4 rollouts per prompt
+    on = pd.read_csv(tmp_path / "on" / "train_log.csv")
+    model.load_state_dict(state)
+    off = dataclasses.replace(settings, share_prompts=False)
+    trainer, _ = train.train_grpo(model, processor, rows, off, tmp_path / "off", save_final=False)
+    assert trainer.prompt_sharing == []
+    plain = pd.read_csv(tmp_path / "off" / "train_log.csv")
+    for col in ("loss", "kl", "reward", "entropy"):
+        torch.testing.assert_close(torch.tensor(on[col].values), torch.tensor(plain[col].values), rtol=1e-3, atol=1e-5)
