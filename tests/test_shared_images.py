@@ -63,7 +63,8 @@ def test_grpo_trainer_shares_images_of_a_group(nano_dir, tmp_path):
     rows = build_rows(sample_views(load_photos("skimage", "train"), 4, seed=0, size=56),
                       PuzzleSpec(m=2, n=1, question_type="pair"), n_items=4, seed=0)
     settings = dataclasses.replace(train.NANO, steps=1, prompts_per_step=2, num_generations=4, warmup_ratio=0,
-                                   save_fraction=0.0, report_to=())
+                                   save_fraction=0.0, report_to=(), share_prompts=False)  # prompt sharing would
+    # hand the scoring passes each image once already (jrl_core.shared_prompts); here every pass sees all G copies
     trainer, _ = train.train_grpo(model, processor, rows, settings, tmp_path / "run", save_final=False)
     sharing = trainer.image_sharing
     assert len(sharing) == 2  # policy and reference model (β = 0.04)
