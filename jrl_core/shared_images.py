@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["ImageSharing", "find_vision_towers", "share_images", "unique_images"]
+__all__ = ["ImageSharing", "find_vision_towers", "install_once", "select_images", "share_images", "unique_images"]
 
 
 def find_vision_towers(model) -> list:
@@ -68,6 +68,40 @@ def unique_images(pixel_values, grid_thw) -> tuple[list[int], list[int]]:
     return keep, inverse
 
 
+def select_images(pixel_values, grid_thw, indices: list[int]):
+    """``(pixel_values, grid_thw)`` of the images at ``indices`` only, in that order.
+
+    Args:
+        pixel_values: float tensor (sum over images of t·h·w patches, patch_dim), images one after another.
+        grid_thw: long tensor (images, 3): each image's (t, h, w) patch grid.
+        indices: image positions (repeats allowed).
+    Returns:
+        The selected images' patches (concatenated) and their grids.
+    """
+    import torch
+
+    sizes = grid_thw.prod(-1).tolist()
+    starts = [0]
+    for s in sizes:
+        starts.append(starts[-1] + s)
+    pieces = torch.cat([pixel_values[starts[i]:starts[i + 1]] for i in indices])
+    return pieces, grid_thw[torch.tensor(indices, device=grid_thw.device)]
+
+
+def install_once(modules: list, marker: str, make) -> list:
+    """``make(module)`` for each module that has no handle under attribute ``marker`` yet (which it then gets);
+    the existing handle otherwise. Returns the handles in module order (what makes :func:`share_images` and
+    :func:`jrl_core.shared_prompts.share_prompts` idempotent)."""
+    out = []
+    for module in modules:
+        handle = getattr(module, marker, None)
+        if handle is None:
+            handle = make(module)
+            setattr(module, marker, handle)
+        out.append(handle)
+    return out
+
+
 @dataclass
 class ImageSharing:
     """Hooks on one vision tower (see module docstring); ``remove()`` takes them off. ``calls`` counts
@@ -81,7 +115,6 @@ class ImageSharing:
     _pending: list = field(default_factory=list)
 
     def _before(self, module, args, kwargs):
-        import torch
 
         pixel_values = args[0] if args else kwargs.get("hidden_states")
         grid = kwargs.get("grid_thw", args[1] if len(args) > 1 else None)
@@ -97,15 +130,10 @@ class ImageSharing:
         if len(keep) == len(inverse):
             self._pending.append(None)
             return None
-        sizes = grid.prod(-1).tolist()
-        starts = [0]
-        for s in sizes:
-            starts.append(starts[-1] + s)
-        pieces = torch.cat([pixel_values[starts[i]:starts[i + 1]] for i in keep])
+        pieces, new_grid = select_images(pixel_values, grid, keep)
         merge = int(module.spatial_merge_size) ** 2
-        tokens = [sizes[i] // merge for i in keep]
+        tokens = [int(n) // merge for n in new_grid.prod(-1).tolist()]
         self._pending.append((inverse, tokens))
-        new_grid = grid[torch.tensor(keep, device=grid.device)]
         args = (pieces, *args[1:]) if args else args
         if not args or "hidden_states" in kwargs:
             kwargs = {**kwargs, "hidden_states": pieces}
@@ -144,15 +172,10 @@ def share_images(model) -> list[ImageSharing]:
     :func:`find_vision_towers`; weights, state dict and outputs' shapes are unchanged. Idempotent per tower.
     Returns the :class:`ImageSharing` handles (empty for models without such a tower).
     """
-    out = []
-    for tower in find_vision_towers(model):
-        existing = getattr(tower, "_jrl_image_sharing", None)
-        if existing is not None:
-            out.append(existing)
-            continue
+    def make(tower):
         sharing = ImageSharing(tower)
         sharing.handles = [tower.register_forward_pre_hook(sharing._before, with_kwargs=True),
                            tower.register_forward_hook(sharing._after, with_kwargs=True)]
-        tower._jrl_image_sharing = sharing
-        out.append(sharing)
-    return out
+        return sharing
+
+    return install_once(find_vision_towers(model), "_jrl_image_sharing", make)

@@ -26,7 +26,7 @@ an exact speed-up, not a change of the algorithm. Everything else (generation, e
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 __all__ = ["PromptSharing", "find_backbones", "share_prompts", "prompt_groups"]
 
@@ -83,7 +83,6 @@ class PromptSharing:
     calls: int = 0
     rows: int = 0
     prompts: int = 0
-    _installed: bool = field(default=False, repr=False)
 
     @contextlib.contextmanager
     def scoring(self, prompt_length: int):
@@ -149,6 +148,8 @@ class PromptSharing:
         import torch
         from transformers import DynamicCache
 
+        from jrl_core.shared_images import select_images
+
         bb = self.backbone
         self.calls += 1
         self.rows += len(inverse)
@@ -160,13 +161,8 @@ class PromptSharing:
                                          attention_mask=attention_mask)
         prompt_kw = {}
         if pixel_values is not None:  # the kept rows' images, in row order
-            sizes = image_grid_thw.prod(-1).tolist()
-            starts = [0]
-            for s in sizes:
-                starts.append(starts[-1] + s)
             images = [r * image_rows + j for r in keep for j in range(image_rows)]
-            prompt_kw["pixel_values"] = torch.cat([pixel_values[starts[i]:starts[i + 1]] for i in images])
-            prompt_kw["image_grid_thw"] = image_grid_thw[torch.tensor(images, device=image_grid_thw.device)]
+            prompt_kw["pixel_values"], prompt_kw["image_grid_thw"] = select_images(pixel_values, image_grid_thw, images)
         cache = DynamicCache(config=bb.config.get_text_config())
         kwargs = {k: v for k, v in kwargs.items() if k != "past_key_values"}
         head = self.original(input_ids=input_ids[keep_t, :p], attention_mask=attention_mask[keep_t, :p],
@@ -183,10 +179,8 @@ class PromptSharing:
         return out
 
     def remove(self) -> None:
-        if self._installed:
-            del self.backbone.forward
-            self._installed = False
         if getattr(self.backbone, "_jrl_prompt_sharing", None) is self:
+            del self.backbone.forward  # the instance attribute: the class's forward shows through again
             del self.backbone._jrl_prompt_sharing
 
 
@@ -194,15 +188,11 @@ def share_prompts(model) -> list[PromptSharing]:
     """Let every Qwen-VL backbone in ``model`` compute each distinct prompt once inside
     :meth:`PromptSharing.scoring` (see the module docstring); outside it the model is unchanged. Idempotent per
     backbone. Returns the :class:`PromptSharing` handles (empty for models without such a backbone)."""
-    out = []
-    for bb in find_backbones(model):
-        existing = getattr(bb, "_jrl_prompt_sharing", None)
-        if existing is not None:
-            out.append(existing)
-            continue
+    from jrl_core.shared_images import install_once
+
+    def make(bb):
         sharing = PromptSharing(bb, original=bb.forward)
         bb.forward = sharing.forward  # instance attribute: nn.Module.__call__ reaches it, the class is untouched
-        sharing._installed = True
-        bb._jrl_prompt_sharing = sharing
-        out.append(sharing)
-    return out
+        return sharing
+
+    return install_once(find_backbones(model), "_jrl_prompt_sharing", make)
