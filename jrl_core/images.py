@@ -1,11 +1,15 @@
 """Photo sources and train/test splits.
 
-Three sources, one entry point (:func:`load_photos`):
+Four sources, one entry point (:func:`load_photos`):
 
-* ``"skimage"`` (the embedded default): the real photographs bundled inside ``skimage.data``
-  (:data:`SKIMAGE_PHOTOS`), read from the package's data folder, so no network is needed.
-  Split **by source photo**: :data:`SKIMAGE_TEST` is held out, the rest is train. Views cut from
-  one photo (:func:`sample_views`) therefore never straddle the split.
+* ``"skimage"``: the real photographs bundled inside ``skimage.data`` (:data:`SKIMAGE_PHOTOS`), read
+  from the package's data folder, so no network is needed. Split **by source photo**:
+  :data:`SKIMAGE_TEST` is held out, the rest is train. Views cut from one photo (:func:`sample_views`)
+  therefore never straddle the split.
+* ``"packages"``: ``"skimage"`` plus the real photographs other installed packages ship
+  (:data:`PACKAGE_PHOTOS`: matplotlib's sample data, scikit-learn's sample images, PyWavelets' data),
+  all of them on the *train* side: the test split is exactly ``"skimage"``'s (the same 5 photos, the
+  same held-out puzzles), the train split has 19 photos instead of 14.
 * a folder of images: every ``*.jpg|*.jpeg|*.png|*.bmp|*.webp`` below it (recursive, case-insensitive
   suffix). Split by a stable hash of the relative POSIX path: ``sha1(path) mod 100 < 80`` → train,
   else test (80/20; independent of process, machine and ``PYTHONHASHSEED``).
@@ -44,6 +48,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "SKIMAGE_PHOTOS",
     "SKIMAGE_TEST",
+    "PACKAGE_PHOTOS",
     "SPLITS",
     "DECODE_CACHE_SIZE",
     "Photo",
@@ -68,6 +73,18 @@ SKIMAGE_PHOTOS: tuple[str, ...] = (
 )
 #: Held-out skimage photos (the test split). Chosen to mix colour/grayscale, natural/texture/object.
 SKIMAGE_TEST: tuple[str, ...] = ("chelsea", "coffee", "rocket", "brick", "moon")
+
+#: Real photographs shipped inside other installed packages (``image_id`` → (module, file relative to the
+#: module's folder)), the ``"packages"`` source's extra *training* photos. ``.npz`` files hold one 2-D
+#: (grayscale) or H×W×3 uint8 array. Left out: matplotlib's logos and plots, PyWavelets' ``camera`` (the
+#: same photo as skimage's), scikit-learn's fetchers (they download).
+PACKAGE_PHOTOS: dict[str, tuple[str, str]] = {
+    "grace_hopper": ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
+    "china": ("sklearn.datasets", "images/china.jpg"),
+    "flower": ("sklearn.datasets", "images/flower.jpg"),
+    "aero": ("pywt.data", "aero.npz"),
+    "ascent": ("pywt.data", "ascent.npz"),
+}
 
 #: Accepted ``split`` values. ``"all"`` is train ∪ test.
 SPLITS = ("train", "test", "all")
@@ -190,9 +207,20 @@ def _rebuild_photo(image_id: str, image: Image.Image | None, path: Path | None) 
     return Photo(image_id, image, path=path)
 
 
+def _open_image(path: Path) -> Image.Image:
+    """``Image.open`` for image files; a ``.npz`` holding one uint8 array (2-D or H×W×3) as an image."""
+    if path.suffix.lower() == ".npz":
+        with np.load(path) as data:
+            arrays = [data[k] for k in data.files]
+        if len(arrays) != 1 or arrays[0].dtype != np.uint8 or arrays[0].ndim not in (2, 3):
+            raise ValueError(f"{path}: expected one uint8 array (H×W or H×W×3) in the .npz")
+        return Image.fromarray(arrays[0])
+    return Image.open(path)
+
+
 def _decode_file(path: Path) -> Image.Image:
     """Decode one image file into an 8-bit RGB image (:func:`to_rgb`); the decoder's error propagates."""
-    with Image.open(path) as raw:
+    with _open_image(path) as raw:
         raw.load()
         return to_rgb(raw)
 
@@ -395,7 +423,7 @@ def _probe(path: Path, name: str, min_size: int, record: SkipRecord, verify: boo
         if verify:
             size = _decode_file(path).size
         else:
-            with Image.open(path) as raw:  # header only: format and size, no pixel data
+            with _open_image(path) as raw:  # header only (format and size) for image files
                 size = raw.size
     except Exception as err:  # any decoder failure (OSError, UnidentifiedImageError, SyntaxError, ...)
         detail = f"unreadable ({type(err).__name__}: {err})"
@@ -421,6 +449,25 @@ def _skimage_entries(split: str) -> list[tuple[str, Path]]:
             matches = sorted(data_dir.glob(f"{name}.*"))
             path = next((p for p in matches if p.suffix.lower() in IMAGE_SUFFIXES), data_dir / f"{name}.png")
             entries.append((name, path))
+    return entries
+
+
+def _package_entries(split: str) -> list[tuple[str, Path]]:
+    """The ``"packages"`` source: skimage's entries, then (train split only) :data:`PACKAGE_PHOTOS`.
+
+    Raises ``ValueError`` naming the package and the fix when one is not installed."""
+    import importlib
+
+    entries = _skimage_entries(split)
+    if split == "test":
+        return entries
+    for name, (module, rel) in PACKAGE_PHOTOS.items():
+        try:
+            mod = importlib.import_module(module)
+        except ImportError as err:
+            raise ValueError(f"photo source 'packages' needs {module.split('.')[0]!r} for photo {name!r} ({err}); "
+                             "install the workbook's dependencies (pip install -e .) or use source 'skimage'.") from err
+        entries.append((name, Path(mod.__file__).parent / rel))
     return entries
 
 
@@ -489,7 +536,8 @@ def load_photos(
     removed between listing and use raises ``FileNotFoundError`` naming it.
 
     Args:
-        source: ``"skimage"`` (embedded default, split by photo: :data:`SKIMAGE_TEST` held out),
+        source: ``"skimage"`` (split by photo: :data:`SKIMAGE_TEST` held out), ``"packages"`` (the same
+            test split; train adds :data:`PACKAGE_PHOTOS`),
             a path to a folder of images (80/20 hash split of the relative path), or a path to a data
             dir holding ``coco/train2014/`` and ``coco/train2014.json`` (the reference's COCO layout;
             the json's split if it gives one, else the hash split). See the module docstring.
@@ -518,6 +566,8 @@ def load_photos(
         record = SkipRecord()
     if source == "skimage":
         entries, kind = _skimage_entries(split), "skimage"
+    elif source == "packages":
+        entries, kind = _package_entries(split), "packages"
     else:
         root = Path(source).expanduser()
         if (root / "coco" / "train2014.json").is_file():
@@ -528,8 +578,8 @@ def load_photos(
             entries, kind = _folder_entries(root, split), "folder"
         else:
             raise ValueError(
-                f"unknown photo source {source!r}: not 'skimage' and not an existing folder. "
-                "Pass 'skimage', a folder of images, or a data dir containing coco/train2014.json."
+                f"unknown photo source {source!r}: not 'skimage' or 'packages' and not an existing folder. "
+                "Pass 'skimage', 'packages', a folder of images, or a data dir containing coco/train2014.json."
             )
     photos: list[Photo] = []
     for name, path in entries:

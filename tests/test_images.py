@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from jrl_core.images import (
+    PACKAGE_PHOTOS,
     SKIMAGE_PHOTOS,
     SKIMAGE_TEST,
     Photo,
@@ -47,6 +48,28 @@ def test_skimage_photos_are_rgb_and_exclude_non_photos(skimage_train):
     assert all(p.image.mode == "RGB" for p in skimage_train)
     ids = {p.image_id for p in load_photos("skimage", "all")}
     assert not ids & {"horse", "logo", "color", "chessboard_GRAY", "phantom", "motorcycle_right"}
+
+
+def test_packages_source_adds_train_photos_and_keeps_the_test_split(skimage_train):
+    train = load_photos("packages", "train")
+    assert [p.image_id for p in train] == [p.image_id for p in skimage_train] + list(PACKAGE_PHOTOS)
+    assert load_photos("packages", "test") == load_photos("skimage", "test")  # same held-out puzzles
+    extra = train[len(skimage_train):]
+    assert all(p.image.mode == "RGB" and min(p.image.size) >= 256 for p in extra)
+    gray = {p.image_id for p in extra if len(set(p.image.getpixel((40, 40)))) == 1}
+    assert {"aero", "ascent"} <= gray  # PyWavelets' .npz arrays are grayscale, stored as three equal channels
+    views = sample_views(train, 2 * len(train), seed=0, size=32)
+    assert {v.image_id.split("#")[0] for v in views} == {p.image_id for p in train}
+
+
+def test_npz_photo_must_hold_one_uint8_array(tmp_path):
+    from jrl_core.images import _decode_file
+
+    np.savez(tmp_path / "ok.npz", a=np.full((70, 80), 9, np.uint8))
+    assert _decode_file(tmp_path / "ok.npz").getpixel((1, 1)) == (9, 9, 9)
+    np.savez(tmp_path / "two.npz", a=np.zeros((8, 8), np.uint8), b=np.zeros((8, 8), np.uint8))
+    with pytest.raises(ValueError, match="one uint8 array"):
+        _decode_file(tmp_path / "two.npz")
 
 
 # ---------------------------------------------------------------- conversions
