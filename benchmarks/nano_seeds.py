@@ -7,8 +7,9 @@
 Each seed is ``experiment.run_experiment`` of the recipe with that seed (``jrl train --recipe R --set seed=S``),
 in ``<out>/seed<S>/``; finished seeds are read back, so a killed run continues. ``--jobs N`` trains N seeds at once
 (``run_seeds(jobs=N)``: the same results as one after another). Prints one JSON record (with each held-out
-photo's accuracy per seed: the 300 puzzles are crops of 5 photos, and one hard photo can cap the mean) and a
-Markdown row.
+photo's accuracy per seed: the 300 puzzles are crops of 5 photos, and one hard photo can cap the mean; and, for
+pair questions, each answer cell's accuracy per seed, ``evaluate.answer_cells``: a prompt variant answered by a
+constant letter shows as one cell near 0) and a Markdown row.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from jrl_core import experiment, stats
+from jrl_core import evaluate, experiment, nano, stats
 
 
 def main() -> None:
@@ -39,14 +40,18 @@ def main() -> None:
     t0 = time.time()
     res = experiment.run_seeds(exp, out, args.seeds, jobs=args.jobs)
     a, g, sp = res["after"], res["gain"], res["spread"]
-    per_photo = {}
+    per_photo, per_cell = {}, {}
+    rows = experiment.heldout_rows(exp, view_size=nano.NanoConfig().image_size)  # prompts only (any view size)
     for s in args.seeds:
         table = pd.read_csv(out / f"seed{s}" / "eval_after.csv")
         acc = table.groupby(table["image_id"].map(stats.photo_of))["correct"].mean()
         for photo, v in acc.items():
             per_photo.setdefault(photo, []).append(round(float(v), 3))
+        if exp.question_type == "pair":
+            for c in evaluate.answer_cells(rows, table).itertuples():
+                per_cell.setdefault(f"{c.answer} as ({c.letter}), n={c.n}", []).append(round(float(c.accuracy), 3))
     rec = {"recipe": args.recipe, "overrides": over, "seeds": args.seeds, "per_seed": res["table"].to_dict("records"),
-           "per_photo": per_photo, "base": res["before"]["mean"], "after": a, "gain": g, "spread": sp,
+           "per_photo": per_photo, "per_answer_cell": per_cell, "base": res["before"]["mean"], "after": a, "gain": g, "spread": sp,
            "wall_s": round(time.time() - t0, 1)}
     print(json.dumps(rec, indent=1, default=str))
     seeds = " / ".join(f"{100 * x:.1f}" for x in res["table"]["after"])

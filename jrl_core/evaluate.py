@@ -248,6 +248,54 @@ def evaluate(model, processor, rows: Sequence[dict], *, batch_size: int = 64, ma
 # ---------------------------------------------------------------- Tables 1 and 7: the evaluation grid
 
 
+_CHOICE_LINE = re.compile(r"^\(([A-Z])\) (.+)$", re.MULTILINE)
+
+
+def answer_cells(rows: Sequence[dict], table: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy of a multiple-choice evaluation per cell (correct choice's text × its letter).
+
+    Choice letters are drawn at random per puzzle, so a model that reads both the image and the options
+    scores alike in every cell. A model that has learned a shortcut does not: on a 2x1 pair question
+    ("1 is directly above 2" / "below", each as (A) or (B): 4 cells) the nano model after GRPO scores
+    0.8-0.95 in three cells and far lower in one (0.55-0.71; 0.0 for some bases) — the answer letter is
+    an XOR of what the image shows and how the options are ordered, and a policy that turns deterministic
+    keeps a linearly separable 3-of-4 rule, its wrong cell giving groups of equal rewards (no advantage).
+    A diagnostic of this workbook (not in the papers).
+
+    Args:
+        rows: the N evaluated rows (their prompts list choices as lines ``"(A) text"``; their ``solution``
+            is a letter).
+        table: :func:`evaluate`'s per-puzzle table for those rows, in row order (needs ``correct``).
+
+    Returns:
+        One row per cell, sorted by answer then letter: ``answer`` (the correct choice's text), ``letter``
+        (its letter), ``n`` (puzzles) and ``accuracy`` (share correct, in [0, 1]).
+
+    Raises:
+        ValueError: ``rows`` and ``table`` differ in length, ``table`` has no ``correct`` column, or a row
+            has no lettered choices or a solution that is not one of its letters (not a multiple-choice row).
+    """
+    from jrl_core.rows import prompt_text
+
+    if len(rows) != len(table):
+        raise ValueError(f"answer_cells: {len(rows)} rows but {len(table)} table rows; pass the table "
+                         "evaluate() returned for these rows.")
+    if "correct" not in table:
+        raise ValueError("answer_cells: the table has no 'correct' column; pass the table evaluate() returned.")
+    answers_, letters = [], []
+    for i, row in enumerate(rows):
+        choices = dict(_CHOICE_LINE.findall(prompt_text(row)))
+        solution = row.get("solution")
+        if solution not in choices:
+            raise ValueError(f"answer_cells: row {i} ({row.get('image_id', '?')}) is not a multiple-choice row "
+                             f"(solution {solution!r}, lettered choices {sorted(choices)}); use pair questions.")
+        answers_.append(choices[solution].strip())
+        letters.append(solution)
+    frame = pd.DataFrame({"answer": answers_, "letter": letters, "correct": table["correct"].to_numpy(float)})
+    cells = frame.groupby(["answer", "letter"], sort=True)["correct"].agg(n="size", accuracy="mean")
+    return cells.reset_index()
+
+
 def default_max_new_tokens(question_type: str, m: int, n: int) -> int:
     """Non-thinking completion cap for a puzzle question: the budget of its answer type
     (``jrl_core.answers.max_new_tokens``: 4 tokens for a letter, 8 for a number, ``4·m·n + 4`` for an

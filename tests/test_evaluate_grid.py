@@ -134,3 +134,28 @@ def test_vllm_backend_without_vllm_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", None)  # import vllm -> ImportError
     with pytest.raises(ImportError, match="pip install vllm"):
         evaluate.generate("some/model", None, [], backend="vllm")
+
+
+def test_answer_cells_find_a_prompt_variant_answered_by_a_constant(monkeypatch):
+    """A model that answers "B" whenever option (A) reads "1 is directly below 2" and is right otherwise
+    scores 0 in exactly that variant's A cell and 1 in every other cell (the GRPO failure answer_cells shows)."""
+    from jrl_core.rows import prompt_text
+
+    spec = PuzzleSpec(m=2, n=1, question_type="pair", shuffle_mn=False)
+    rows = evaluate.test_rows(spec, n_items=80, image_size=56)
+
+    def answer(row):
+        return "B" if "(A) 1 is directly below 2" in prompt_text(row) else row["solution"]
+
+    monkeypatch.setattr(evaluate, "generate", _fake_generate(answer))
+    table = evaluate.evaluate(None, None, rows, progress=False).table
+    cells = evaluate.answer_cells(rows, table)
+    assert set(cells["letter"]) == {"A", "B"} and cells["n"].sum() == len(rows)
+    bad = cells[(cells["answer"] == "1 is directly below 2") & (cells["letter"] == "A")]
+    assert len(bad) == 1 and bad["accuracy"].item() == 0.0
+    assert (cells.drop(bad.index)["accuracy"] == 1.0).all()
+    with pytest.raises(ValueError, match="rows but"):
+        evaluate.answer_cells(rows[:-1], table)
+    full = evaluate.test_rows(PuzzleSpec(m=2, n=1, question_type="full", shuffle_mn=False), n_items=2, image_size=56)
+    with pytest.raises(ValueError, match="not a multiple-choice row"):
+        evaluate.answer_cells(full, table.iloc[:2])
