@@ -879,3 +879,51 @@ def seed_grids(res: dict):
                                               seed_max=("accuracy", "max"), n_seeds=("seed", "nunique"),
                                               random=("random", "first"), n=("n", "first")).reset_index()
     return {"before": before, "after": agg}
+
+
+def seed_breakdown(res: dict, rows: list[dict]):
+    """Accuracy of every seed before and after training, broken down by held-out photo and, for pair
+    questions, by answer cell (:func:`jrl_core.evaluate.answer_cells`: correct choice text × its letter).
+
+    A mean over 300 puzzles hides where a policy fails: on the nano model one hard photo (brick, a periodic
+    texture) or one prompt variant answered by a constant letter can cap it. Diagnostic of this workbook
+    (not in the papers).
+
+    Args:
+        res: :func:`run_seeds`'s result (each seed's ``eval_before``/``eval_after``: a per-puzzle table or an
+            ``evaluate.EvalResult``).
+        rows: the held-out rows those tables score, in order (:func:`heldout_rows`; only prompts, solutions and
+            image ids are read, so any view size will do).
+
+    Returns:
+        A long DataFrame: ``seed``, ``stage`` ("before"/"after"), ``by`` ("photo"/"answer cell"), ``group``
+        (the photo, or ``"<choice text> as (<letter>)"``), ``n`` and ``accuracy`` (in [0, 1]).
+
+    Raises:
+        ValueError: a table's puzzles are not ``rows`` (other ids or another length).
+    """
+    import pandas as pd
+
+    from jrl_core import evaluate, stats
+
+    ids = [str(r.get("image_id", "")) for r in rows]
+    pair = all(r.get("question_type") == "pair" for r in rows)
+    parts = []
+    for seed, out in res["seeds"].items():
+        for stage in ("before", "after"):
+            table = out.get(f"eval_{stage}")
+            if table is None:
+                continue
+            table = getattr(table, "table", table)
+            if table["image_id"].astype(str).tolist() != ids:
+                raise ValueError(f"seed_breakdown: seed {seed}'s {stage} table scores other puzzles than `rows`; "
+                                 "pass the recipe's held-out rows (experiment.heldout_rows).")
+            photo = table.groupby(table["image_id"].astype(str).map(stats.photo_of))["correct"].agg(
+                n="size", accuracy="mean").reset_index(names="group").assign(by="photo")
+            parts.append(photo.assign(seed=seed, stage=stage))
+            if pair:
+                cells = evaluate.answer_cells(rows, table)
+                cells = cells.assign(group=cells["answer"] + " as (" + cells["letter"] + ")", by="answer cell")
+                parts.append(cells[["group", "n", "accuracy", "by"]].assign(seed=seed, stage=stage))
+    cols = ["seed", "stage", "by", "group", "n", "accuracy"]
+    return pd.concat(parts, ignore_index=True)[cols] if parts else pd.DataFrame(columns=cols)

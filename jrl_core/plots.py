@@ -387,3 +387,34 @@ def seed_accuracies(table: pd.DataFrame, *, random: float | None = None, paper: 
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def breakdown_heatmap(frame: pd.DataFrame, *, by: str = "answer cell", title: str = ""):
+    """Held-out accuracy per group (rows) and seed (columns), base and trained side by side, as annotated
+    heatmaps (0 red, 0.5 white, 1 blue): a photo the model cannot read, or a prompt variant it answers with
+    one letter whatever the image, shows as a red row.
+
+    Args:
+        frame: :func:`jrl_core.experiment.seed_breakdown` output.
+        by: ``"answer cell"`` or ``"photo"``.
+    Raises:
+        ValueError: ``frame`` has no rows for ``by``.
+    """
+    set_style()
+    part = frame[frame["by"] == by]
+    if part.empty:
+        raise ValueError(f"breakdown_heatmap: no rows with by={by!r}; have {sorted(frame['by'].unique())}.")
+    stages = [s for s in ("before", "after") if s in set(part["stage"])]
+    groups = sorted(part["group"].unique())
+    fig, axes = plt.subplots(1, len(stages), figsize=(2.2 + 1.1 * part["seed"].nunique() * len(stages),
+                                                      0.9 + 0.32 * len(groups)), squeeze=False, sharey=True)
+    for ax, stage in zip(axes[0], stages, strict=True):
+        grid = part[part["stage"] == stage].pivot_table(index="group", columns="seed", values="accuracy").reindex(groups)
+        sns.heatmap(grid, ax=ax, vmin=0, vmax=1, center=0.5, cmap="RdBu", annot=True, fmt=".2f", cbar=False,
+                    annot_kws={"fontsize": 7})
+        ax.set_title("base" if stage == "before" else "after training", fontsize=9)
+        ax.set_xlabel("seed")
+        ax.set_ylabel(by if ax is axes[0][0] else "")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -159,3 +159,35 @@ def test_answer_cells_find_a_prompt_variant_answered_by_a_constant(monkeypatch):
     full = evaluate.test_rows(PuzzleSpec(m=2, n=1, question_type="full", shuffle_mn=False), n_items=2, image_size=56)
     with pytest.raises(ValueError, match="not a multiple-choice row"):
         evaluate.answer_cells(full, table.iloc[:2])
+
+
+def test_seed_breakdown_by_photo_and_cell_and_its_heatmap(monkeypatch):
+    """seed_breakdown splits each seed's before/after tables by photo and answer cell; the heatmap draws them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from jrl_core import experiment, plots
+    from jrl_core.stats import photo_of
+
+    rows = evaluate.test_rows(PuzzleSpec(m=2, n=1, question_type="pair", shuffle_mn=False), n_items=40, image_size=56)
+    tables = {}
+    for name, answer in (("right", lambda r: r["solution"]), ("always A", lambda r: "A")):
+        monkeypatch.setattr(evaluate, "generate", _fake_generate(answer))
+        tables[name] = evaluate.evaluate(None, None, rows, progress=False)  # an EvalResult, as a fresh run keeps
+    res = {"seeds": {0: {"eval_before": tables["always A"].table, "eval_after": tables["right"]},
+                     3: {"eval_before": tables["always A"].table, "eval_after": tables["always A"]}}}
+    frame = experiment.seed_breakdown(res, rows)
+    assert set(frame["seed"]) == {0, 3} and set(frame["stage"]) == {"before", "after"}
+    after0 = frame[(frame["seed"] == 0) & (frame["stage"] == "after")]
+    assert (after0["accuracy"] == 1.0).all()
+    cells = frame[(frame["seed"] == 3) & (frame["stage"] == "after") & (frame["by"] == "answer cell")]
+    assert set(cells.loc[cells["group"].str.endswith("(A)"), "accuracy"]) == {1.0}
+    assert set(cells.loc[cells["group"].str.endswith("(B)"), "accuracy"]) == {0.0}
+    photos = frame[(frame["seed"] == 0) & (frame["stage"] == "after") & (frame["by"] == "photo")]
+    assert set(photos["group"]) == {photo_of(r["image_id"]) for r in rows} and photos["n"].sum() == len(rows)
+    fig = plots.breakdown_heatmap(frame, title="t")
+    assert len(fig.axes) == 2 and fig.axes[1].get_title() == "after training"
+    with pytest.raises(ValueError, match="by='nothing'"):
+        plots.breakdown_heatmap(frame, by="nothing")
+    with pytest.raises(ValueError, match="other puzzles"):
+        experiment.seed_breakdown(res, rows[::-1])
