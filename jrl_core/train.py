@@ -77,7 +77,7 @@ PAPER = GRPOSettings()
 """Protocol §6, non-thinking (use ``steps=1000`` for thinking runs)."""
 
 NANO = GRPOSettings(
-    steps=150,  # nano-v6, 2 cores: ~0.8 s per step; 2x1 pair 46.0% -> 77.5% (seeds 0-4; 300 steps: 88.0/84.0/70.7%, seeds 0-2)
+    steps=150,  # nano-v6, 2 cores: ~0.8 s per step; 2x1 pair 46.0% -> 77.5% (seeds 0-4; 300 steps: 80.0%, seeds 0-4)
     prompts_per_step=16,  # 4 prompts/step let the A/B answer bias random-walk to "always A" (spine issue)
     num_generations=8,
     learning_rate=1e-4,  # measured: 3e-4 swings the A/B bias (greedy acc 0.3-0.8 step to step); 1e-4 is steadier
