@@ -10,15 +10,13 @@ GRPO leaves answered by a constant letter (``evaluate.answer_cells``). Prints on
 """
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from jrl_core import experiment, nano  # noqa: E402
-from jrl_core.rows import prompt_text  # noqa: E402
+from jrl_core import evaluate, experiment, nano  # noqa: E402
 
 
 def letter_prior(path: str, size: str) -> dict:
@@ -36,7 +34,7 @@ def letter_prior(path: str, size: str) -> dict:
                          padding=True)
             probs.append(torch.softmax(model(**batch).logits[:, -1], -1)[:, [ida, idb]])
     p = torch.cat(probs)
-    variant = [re.search(r"^\(A\) (.+)$", prompt_text(r), re.MULTILINE).group(1) for r in rows]
+    variant = [evaluate.choice_texts(r).get("A", "?") for r in rows]
     share_a = (p[:, 0] / p.sum(1)).tolist()
     by = {v: round(sum(a for a, w in zip(share_a, variant, strict=True) if w == v) / variant.count(v), 3)
           for v in sorted(set(variant))}

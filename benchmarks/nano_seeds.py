@@ -19,10 +19,9 @@ import json
 import time
 from pathlib import Path
 
-import pandas as pd
 import yaml
 
-from jrl_core import evaluate, experiment, nano, stats
+from jrl_core import experiment, nano
 
 
 def main() -> None:
@@ -40,18 +39,15 @@ def main() -> None:
     t0 = time.time()
     res = experiment.run_seeds(exp, out, args.seeds, jobs=args.jobs)
     a, g, sp = res["after"], res["gain"], res["spread"]
-    per_photo, per_cell = {}, {}
-    rows = experiment.heldout_rows(exp, view_size=nano.NanoConfig().image_size)  # prompts only (any view size)
-    for s in args.seeds:
-        table = pd.read_csv(out / f"seed{s}" / "eval_after.csv")
-        acc = table.groupby(table["image_id"].map(stats.photo_of))["correct"].mean()
-        for photo, v in acc.items():
-            per_photo.setdefault(photo, []).append(round(float(v), 3))
-        if exp.question_type == "pair":
-            for c in evaluate.answer_cells(rows, table).itertuples():
-                per_cell.setdefault(f"{c.answer} as ({c.letter}), n={c.n}", []).append(round(float(c.accuracy), 3))
+    rows = experiment.heldout_rows(exp, view_size=nano.NanoConfig().image_size)  # prompts and ids (any view size)
+    after = experiment.seed_breakdown(res, rows).query("stage == 'after'")
+    per_seed_values = {by: {group: [round(float(v), 3) for v in part.sort_values("seed")["accuracy"]]
+                            for group, part in after[after["by"] == by].groupby("group")}
+                       for by in ("photo", "answer cell")}
+    per_photo, per_cell = per_seed_values["photo"], per_seed_values["answer cell"]
     rec = {"recipe": args.recipe, "overrides": over, "seeds": args.seeds, "per_seed": res["table"].to_dict("records"),
-           "per_photo": per_photo, "per_answer_cell": per_cell, "base": res["before"]["mean"], "after": a, "gain": g, "spread": sp,
+           "per_photo": per_photo, "per_answer_cell": per_cell, "base": res["before"]["mean"], "after": a, "gain": g,
+           "spread": sp,
            "wall_s": round(time.time() - t0, 1)}
     print(json.dumps(rec, indent=1, default=str))
     seeds = " / ".join(f"{100 * x:.1f}" for x in res["table"]["after"])

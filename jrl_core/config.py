@@ -510,7 +510,9 @@ class Experiment:
             local folder (generic path: ``AutoProcessor`` + ``AutoModelForImageTextToText``).
         scale: ``"nano"`` or ``"paper"``: which GRPO preset (``train.NANO`` / ``train.PAPER``) the
             ``grpo`` overrides apply to.
-        photo_source: ``"skimage"`` (bundled photos), a folder of images, or a COCO data dir.
+        photo_source: ``"skimage"`` (bundled photos), ``"packages"`` (skimage's plus five photos shipped in
+            installed packages, same test split; ``jrl_core.images.PACKAGE_PHOTOS``), a folder of images, or a
+            COCO data dir.
         size: training puzzle size ``"mxn"`` (m, n ≥ 1, m·n ≥ 2; Jigsaw-R1 trains 2x1 by default);
             ignored when ``curriculum`` is given.
         curriculum: e.g. ``"3x1:1000,4x1"`` (size, step where the next starts; ``schedules.Curriculum``);

@@ -251,45 +251,74 @@ def evaluate(model, processor, rows: Sequence[dict], *, batch_size: int = 64, ma
 _CHOICE_LINE = re.compile(r"^\(([A-Z])\) (.+)$", re.MULTILINE)
 
 
+def choice_texts(row: dict) -> dict[str, str]:
+    """The lettered choices of a multiple-choice row's prompt, ``{"A": "1 is directly above 2", ...}``.
+
+    Reads the prompt's ``"(X) text"`` lines after removing the row's thinking-mode suffix
+    (``jrl_core.modes``; some modes join it with a space, so it would otherwise end the last choice).
+    Choices laid out as blocks (``"(A)\n<grid>"``, full questions) are not single lines and are not read.
+
+    Returns:
+        Letter → choice text, in prompt order; empty when the prompt has no one-line lettered choices.
+    """
+    from jrl_core.modes import MODES
+    from jrl_core.rows import prompt_text
+
+    text = prompt_text(row)
+    mode = MODES.get(row.get("mode", ""))
+    if mode is not None:
+        try:
+            suffix = mode.suffix(row.get("answer_type", "letter"), row.get("m"), row.get("n"))
+        except ValueError:  # an answer type the mode cannot phrase: nothing to strip
+            suffix = ""
+        if suffix and text.endswith(suffix):
+            text = text[: -len(suffix)]
+    return {letter: choice.strip() for letter, choice in _CHOICE_LINE.findall(text)}
+
+
 def answer_cells(rows: Sequence[dict], table: pd.DataFrame) -> pd.DataFrame:
     """Accuracy of a multiple-choice evaluation per cell (correct choice's text × its letter).
 
     Choice letters are drawn at random per puzzle, so a model that reads both the image and the options
-    scores alike in every cell. A model that has learned a shortcut does not: on a 2x1 pair question
-    ("1 is directly above 2" / "below", each as (A) or (B): 4 cells) the nano model after GRPO scores
-    0.8-0.95 in three cells and far lower in one (0.55-0.71; 0.0 for some bases) — the answer letter is
-    an XOR of what the image shows and how the options are ordered, and a policy that turns deterministic
-    keeps a linearly separable 3-of-4 rule, its wrong cell giving groups of equal rewards (no advantage).
-    A diagnostic of this workbook (not in the papers).
+    scores alike in every cell. A model that has learned a shortcut does not. A 2x1 pair question has
+    8 cells: 4 correct texts ("1 is directly above 2", "1 is directly below 2", "2 is directly above 1",
+    "2 is directly below 1") × 2 letters; larger grids and ``shuffle_mn`` give many more, each with few
+    puzzles, so read those with their ``n``. On nano-v6 after GRPO, 2x1: 0.75-1.00 in seven cells and
+    0.00 in "1 is directly below 2" as (A) in four seeds of five — the prompt variant "(A) 1 is directly
+    below 2 (B) 1 is directly above 2" answered B whatever the image (README, session 9). A diagnostic of
+    this workbook (not in the papers).
 
     Args:
-        rows: the N evaluated rows (their prompts list choices as lines ``"(A) text"``; their ``solution``
-            is a letter).
-        table: :func:`evaluate`'s per-puzzle table for those rows, in row order (needs ``correct``).
+        rows: the N evaluated rows (prompts with one-line lettered choices, :func:`choice_texts`; a
+            ``solution`` that is one of the letters).
+        table: :func:`evaluate`'s per-puzzle table for those rows, in row order (needs ``correct``; its
+            ``image_id`` column, when present, must list the rows' ids).
 
     Returns:
         One row per cell, sorted by answer then letter: ``answer`` (the correct choice's text), ``letter``
         (its letter), ``n`` (puzzles) and ``accuracy`` (share correct, in [0, 1]).
 
     Raises:
-        ValueError: ``rows`` and ``table`` differ in length, ``table`` has no ``correct`` column, or a row
-            has no lettered choices or a solution that is not one of its letters (not a multiple-choice row).
+        ValueError: ``table`` does not score ``rows`` (other length or other image ids), has no ``correct``
+            column, or a row has no one-line lettered choices or a solution that is not one of its letters
+            (not a multiple-choice row: use pair questions).
     """
-    from jrl_core.rows import prompt_text
-
     if len(rows) != len(table):
         raise ValueError(f"answer_cells: {len(rows)} rows but {len(table)} table rows; pass the table "
                          "evaluate() returned for these rows.")
     if "correct" not in table:
         raise ValueError("answer_cells: the table has no 'correct' column; pass the table evaluate() returned.")
+    if "image_id" in table and table["image_id"].astype(str).tolist() != [str(r.get("image_id", "")) for r in rows]:
+        raise ValueError("answer_cells: the table scores other puzzles (image ids differ from the rows'); pass the "
+                         "rows the table was evaluated on, in the same order.")
     answers_, letters = [], []
     for i, row in enumerate(rows):
-        choices = dict(_CHOICE_LINE.findall(prompt_text(row)))
+        choices = choice_texts(row)
         solution = row.get("solution")
         if solution not in choices:
             raise ValueError(f"answer_cells: row {i} ({row.get('image_id', '?')}) is not a multiple-choice row "
                              f"(solution {solution!r}, lettered choices {sorted(choices)}); use pair questions.")
-        answers_.append(choices[solution].strip())
+        answers_.append(choices[solution])
         letters.append(solution)
     frame = pd.DataFrame({"answer": answers_, "letter": letters, "correct": table["correct"].to_numpy(float)})
     cells = frame.groupby(["answer", "letter"], sort=True)["correct"].agg(n="size", accuracy="mean")

@@ -289,9 +289,15 @@ _PAIRED_FIELDS = ("question_type", "size", "shuffle_mn", "n_test", "photo_source
 """Recipe fields that fix the held-out puzzles (images and solutions); the thinking mode changes only the prompt."""
 
 
+def _test_source(source: str) -> str:
+    """The photo source whose *test* split a recipe's held-out set is cut from ("packages" adds training photos
+    only: its test split is "skimage"'s)."""
+    return "skimage" if source == "packages" else source
+
+
 def _puzzles_of(exp: Experiment) -> dict:
     return {"question_type": exp.question_type, "size": "x".join(map(str, exp.curriculum_().sizes[0])),
-            "shuffle_mn": exp.shuffle_mn, "n_test": exp.n_test, "photo_source": exp.photo_source}
+            "shuffle_mn": exp.shuffle_mn, "n_test": exp.n_test, "photo_source": _test_source(exp.photo_source)}
 
 
 @dataclass(frozen=True)
@@ -700,7 +706,8 @@ def _base_key(exp: Experiment) -> str:
     """Identity of a base evaluation: the starting model (name, nano settings, dtype), the held-out set (puzzle
     spec, n_test, photo source) and the generation budget; equal keys give the same evaluation table."""
     budget = exp.eval_max_new_tokens or exp.grpo_settings().max_completion_length
-    return json.dumps([exp.model, exp.nano, exp.dtype, repr(exp.puzzle_spec()), exp.n_test, exp.photo_source, budget],
+    return json.dumps([exp.model, exp.nano, exp.dtype, repr(exp.puzzle_spec()), exp.n_test,
+                       _test_source(exp.photo_source), budget],
                       sort_keys=True, default=str)
 
 
@@ -914,7 +921,7 @@ def seed_breakdown(res: dict, rows: list[dict]):
             table = out.get(f"eval_{stage}")
             if table is None:
                 continue
-            table = getattr(table, "table", table)
+            table = table.table if isinstance(table, evaluate.EvalResult) else table
             if table["image_id"].astype(str).tolist() != ids:
                 raise ValueError(f"seed_breakdown: seed {seed}'s {stage} table scores other puzzles than `rows`; "
                                  "pass the recipe's held-out rows (experiment.heldout_rows).")

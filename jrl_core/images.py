@@ -212,8 +212,11 @@ def _open_image(path: Path) -> Image.Image:
     if path.suffix.lower() == ".npz":
         with np.load(path) as data:
             arrays = [data[k] for k in data.files]
-        if len(arrays) != 1 or arrays[0].dtype != np.uint8 or arrays[0].ndim not in (2, 3):
-            raise ValueError(f"{path}: expected one uint8 array (H×W or H×W×3) in the .npz")
+        a = arrays[0] if len(arrays) == 1 else None
+        if a is None or a.dtype != np.uint8 or not (a.ndim == 2 or (a.ndim == 3 and a.shape[-1] == 3)):
+            shapes = [(x.dtype.name, x.shape) for x in arrays]
+            raise ValueError(f"{path}: expected one uint8 array (H×W grayscale or H×W×3 RGB) in the .npz, found "
+                             f"{shapes}; save the photo as np.savez(path, image=array_uint8) or as a PNG/JPEG.")
         return Image.fromarray(arrays[0])
     return Image.open(path)
 

@@ -397,6 +397,8 @@ def breakdown_heatmap(frame: pd.DataFrame, *, by: str = "answer cell", title: st
     Args:
         frame: :func:`jrl_core.experiment.seed_breakdown` output.
         by: ``"answer cell"`` or ``"photo"``.
+    Returns:
+        The matplotlib figure (one panel per stage present: base, after training).
     Raises:
         ValueError: ``frame`` has no rows for ``by``.
     """

@@ -191,3 +191,15 @@ def test_seed_breakdown_by_photo_and_cell_and_its_heatmap(monkeypatch):
         plots.breakdown_heatmap(frame, by="nothing")
     with pytest.raises(ValueError, match="other puzzles"):
         experiment.seed_breakdown(res, rows[::-1])
+
+
+def test_choice_texts_drop_a_mode_suffix_joined_by_a_space():
+    """Think-After-Answer joins its instruction with a space, after the last choice: it is not part of it."""
+    for mode in ("think_after_answer", "non_thinking"):
+        spec = PuzzleSpec(m=2, n=1, question_type="pair", shuffle_mn=False, mode=mode)
+        for row in evaluate.test_rows(spec, n_items=6, image_size=56):
+            choices = evaluate.choice_texts(row)
+            assert sorted(choices) == ["A", "B"]
+            assert all(t.endswith(("1", "2")) and "directly" in t for t in choices.values()), choices
+    full = evaluate.test_rows(PuzzleSpec(m=2, n=1, question_type="full", shuffle_mn=False), n_items=1, image_size=56)
+    assert evaluate.choice_texts(full[0]) == {}

@@ -168,3 +168,18 @@ def test_agreement_and_wall_time_texts():
     assert report.wall_time_text(summary, arms, ("x", "y")) == (
         "wall time per seed x 86 s (40 steps × 16 prompts), y 165 s (40 steps × 16 prompts)")
     assert report.wall_time_text(summary, arms, ("x", "z")) == ""
+
+
+def test_more_training_photos_pair_with_the_skimage_arm_but_another_test_set_does_not(tmp_path):
+    """"packages" only adds training photos (same held-out puzzles as "skimage"), so the two arms pair;
+    a folder source has its own test split, so it does not."""
+    from PIL import Image
+
+    for i in range(12):
+        Image.new("RGB", (80, 80), (20 * i, 90, 90)).save(tmp_path / f"p{i}.png")
+    arms = experiment.load_arms({"skimage": "nano/rq1_2x1_pair", "packages": "nano/rq1_2x1_pair"}, {"grpo.steps": 1})
+    arms["packages"] = experiment.load_recipe("nano/rq1_2x1_pair", {"grpo.steps": 1, "photo_source": "packages"})
+    assert experiment.check_contrasts(arms, [{"a": "packages", "b": "skimage"}])[0].a == "packages"
+    arms["folder"] = experiment.load_recipe("nano/rq1_2x1_pair", {"grpo.steps": 1, "photo_source": str(tmp_path)})
+    with pytest.raises(ValueError, match="photo_source"):
+        experiment.check_contrasts(arms, [{"a": "folder", "b": "skimage"}])
