@@ -47,8 +47,7 @@ def main() -> None:
     per_photo, per_cell = per_seed_values["photo"], per_seed_values["answer cell"]
     rec = {"recipe": args.recipe, "overrides": over, "seeds": args.seeds, "per_seed": res["table"].to_dict("records"),
            "per_photo": per_photo, "per_answer_cell": per_cell, "base": res["before"]["mean"], "after": a, "gain": g,
-           "spread": sp,
-           "wall_s": round(time.time() - t0, 1)}
+           "spread": sp, "wall_s": round(time.time() - t0, 1)}
     print(json.dumps(rec, indent=1, default=str))
     seeds = " / ".join(f"{100 * x:.1f}" for x in res["table"]["after"])
     print(f"| {exp.size} {exp.question_type} | {100 * res['before']['mean']:.1f}% | {seeds} | "

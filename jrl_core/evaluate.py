@@ -276,6 +276,23 @@ def choice_texts(row: dict) -> dict[str, str]:
     return {letter: choice.strip() for letter, choice in _CHOICE_LINE.findall(text)}
 
 
+def require_same_puzzles(rows: Sequence[dict], table: pd.DataFrame, who: str) -> None:
+    """Check that ``table`` (an :func:`evaluate` per-puzzle table) scores exactly ``rows``, in order.
+
+    Raises:
+        ValueError: naming ``who``: other length, no ``correct`` column, or other image ids (checked when the
+            table has an ``image_id`` column), with the fix.
+    """
+    if len(rows) != len(table):
+        raise ValueError(f"{who}: {len(rows)} rows but {len(table)} table rows; pass the table "
+                         "evaluate() returned for these rows.")
+    if "correct" not in table:
+        raise ValueError(f"{who}: the table has no 'correct' column; pass the table evaluate() returned.")
+    if "image_id" in table and table["image_id"].astype(str).tolist() != [str(r.get("image_id", "")) for r in rows]:
+        raise ValueError(f"{who}: the table scores other puzzles (image ids differ from the rows'); pass the "
+                         "rows the table was evaluated on, in the same order (experiment.heldout_rows).")
+
+
 def answer_cells(rows: Sequence[dict], table: pd.DataFrame) -> pd.DataFrame:
     """Accuracy of a multiple-choice evaluation per cell (correct choice's text × its letter).
 
@@ -303,14 +320,7 @@ def answer_cells(rows: Sequence[dict], table: pd.DataFrame) -> pd.DataFrame:
             column, or a row has no one-line lettered choices or a solution that is not one of its letters
             (not a multiple-choice row: use pair questions).
     """
-    if len(rows) != len(table):
-        raise ValueError(f"answer_cells: {len(rows)} rows but {len(table)} table rows; pass the table "
-                         "evaluate() returned for these rows.")
-    if "correct" not in table:
-        raise ValueError("answer_cells: the table has no 'correct' column; pass the table evaluate() returned.")
-    if "image_id" in table and table["image_id"].astype(str).tolist() != [str(r.get("image_id", "")) for r in rows]:
-        raise ValueError("answer_cells: the table scores other puzzles (image ids differ from the rows'); pass the "
-                         "rows the table was evaluated on, in the same order.")
+    require_same_puzzles(rows, table, "answer_cells")
     answers_, letters = [], []
     for i, row in enumerate(rows):
         choices = choice_texts(row)

@@ -913,7 +913,6 @@ def seed_breakdown(res: dict, rows: list[dict]):
 
     from jrl_core import evaluate, stats
 
-    ids = [str(r.get("image_id", "")) for r in rows]
     pair = all(r.get("question_type") == "pair" for r in rows)
     parts = []
     for seed, out in res["seeds"].items():
@@ -922,9 +921,7 @@ def seed_breakdown(res: dict, rows: list[dict]):
             if table is None:
                 continue
             table = table.table if isinstance(table, evaluate.EvalResult) else table
-            if table["image_id"].astype(str).tolist() != ids:
-                raise ValueError(f"seed_breakdown: seed {seed}'s {stage} table scores other puzzles than `rows`; "
-                                 "pass the recipe's held-out rows (experiment.heldout_rows).")
+            evaluate.require_same_puzzles(rows, table, f"seed_breakdown (seed {seed}, {stage})")
             photo = table.groupby(table["image_id"].astype(str).map(stats.photo_of))["correct"].agg(
                 n="size", accuracy="mean").reset_index(names="group").assign(by="photo")
             parts.append(photo.assign(seed=seed, stage=stage))
