@@ -9,7 +9,10 @@ in ``<out>/seed<S>/``; finished seeds are read back, so a killed run continues. 
 (``run_seeds(jobs=N)``: the same results as one after another). Prints one JSON record (with each held-out
 photo's accuracy per seed: the 300 puzzles are crops of 5 photos, and one hard photo can cap the mean; and, for
 pair questions, each answer cell's accuracy per seed, ``evaluate.answer_cells``: a prompt variant answered by a
-constant letter shows as one cell near 0) and a Markdown row.
+constant letter shows as one cell near 0) and a Markdown row. For pair questions it also writes
+``<out>/rollout_cells.csv`` (``experiment.seed_rollout_cells``: each answer cell's rollout accuracy and share of
+zero-std groups per 25 training steps) and lists, per seed, the cells *locked* in the last window (rollout
+accuracy < 0.1 with >= 80% of groups at zero reward std: no gradient left to move them).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 import yaml
 
 from jrl_core import experiment, nano
+from jrl_core.atomic import atomic_write_text
 
 
 def main() -> None:
@@ -45,8 +49,16 @@ def main() -> None:
                             for group, part in after[after["by"] == by].groupby("group")}
                        for by in ("photo", "answer cell")}
     per_photo, per_cell = per_seed_values["photo"], per_seed_values["answer cell"]
+    locked = {}
+    if exp.question_type == "pair":
+        cells = experiment.seed_rollout_cells(exp, out, args.seeds, window=25)
+        atomic_write_text(out / "rollout_cells.csv", cells.to_csv(index=False))
+        last = cells[cells["first_step"] == cells["first_step"].max()]
+        locked = {int(s): [f"{r.answer} as ({r.letter})" for r in part.itertuples()
+                           if r.accuracy < 0.1 and r.zero_std >= 0.8] for s, part in last.groupby("seed")}
     rec = {"recipe": args.recipe, "overrides": over, "seeds": args.seeds, "per_seed": res["table"].to_dict("records"),
-           "per_photo": per_photo, "per_answer_cell": per_cell, "base": res["before"]["mean"], "after": a, "gain": g,
+           "per_photo": per_photo, "per_answer_cell": per_cell,
+           "locked_cells_last_window": locked, "base": res["before"]["mean"], "after": a, "gain": g,
            "spread": sp, "wall_s": round(time.time() - t0, 1)}
     print(json.dumps(rec, indent=1, default=str))
     seeds = " / ".join(f"{100 * x:.1f}" for x in res["table"]["after"])

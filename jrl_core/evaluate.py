@@ -335,6 +335,59 @@ def answer_cells(rows: Sequence[dict], table: pd.DataFrame) -> pd.DataFrame:
     return cells.reset_index()
 
 
+def rollout_cells(log: pd.DataFrame, rows: Sequence[dict], *, window: int = 25) -> pd.DataFrame:
+    """Training-time view of :func:`answer_cells`: the rollouts of a GRPO run per window of steps and
+    answer cell, with the share of groups whose rewards do not vary (zero reward std: no advantage, so
+    no gradient). A prompt variant that locks onto one letter shows as a cell whose accuracy falls to
+    0 while its zero-std share rises to 1: its groups stop teaching anything. A diagnostic of this
+    workbook (not in the papers).
+
+    Args:
+        log: the completion log (:func:`jrl_core.analysis.load_completion_log`): ``step``, ``prompt_id``
+            and ``reward_accuracy`` (in [0, 1]) per rollout.
+        rows: the run's training rows (:func:`jrl_core.experiment.train_rows` with the run's seed, steps
+            and prompts per step), multiple-choice rows as for :func:`answer_cells`.
+        window: steps per window (>= 1); window w covers steps ``w·window + 1 … (w+1)·window``.
+
+    Returns:
+        One row per (window, cell): ``first_step``, ``answer``, ``letter``, ``groups`` (prompt groups
+        seen), ``accuracy`` (mean accuracy reward of their rollouts) and ``zero_std`` (share of those
+        groups whose accuracy rewards are all equal), sorted by first step, answer, letter.
+
+    Raises:
+        ValueError: ``window`` < 1; the log lacks a needed column; a logged prompt_id is not among
+            ``rows`` (other recipe or seed); a row is not multiple-choice.
+    """
+    from jrl_core.rows import prompt_id
+
+    if window < 1:
+        raise ValueError(f"rollout_cells: window must be >= 1 steps, got {window}.")
+    missing_ = [c for c in ("step", "prompt_id", "reward_accuracy") if c not in log]
+    if missing_:
+        raise ValueError(f"rollout_cells: the log has no {missing_} column(s); pass "
+                         "jrl_core.analysis.load_completion_log(<run folder>) of a GRPO run with an accuracy reward.")
+    cell_of = {}
+    for row in rows:
+        choices = choice_texts(row)
+        if row.get("solution") not in choices:
+            raise ValueError(f"rollout_cells: row {prompt_id(row)} is not a multiple-choice row; "
+                             "use pair questions.")
+        cell_of[prompt_id(row)] = (choices[row["solution"]], row["solution"])
+    unknown = sorted(set(log["prompt_id"].astype(str)) - set(cell_of))
+    if unknown:
+        raise ValueError(f"rollout_cells: {len(unknown)} logged prompt_id(s) (e.g. {unknown[0]!r}) are not in rows; "
+                         "pass the training rows of this run (same recipe, seed, steps and prompts per step).")
+    groups = log.groupby(["step", log["prompt_id"].astype(str)])["reward_accuracy"].agg(["mean", "std", "size"])
+    groups = groups.reset_index()
+    groups["zero_std"] = groups["std"].fillna(0.0).le(1e-12)
+    groups["answer"] = [cell_of[p][0] for p in groups["prompt_id"]]
+    groups["letter"] = [cell_of[p][1] for p in groups["prompt_id"]]
+    groups["first_step"] = (groups["step"].astype(int) - 1) // window * window + 1
+    out = groups.groupby(["first_step", "answer", "letter"], sort=True).agg(
+        groups=("mean", "size"), accuracy=("mean", "mean"), zero_std=("zero_std", "mean"))
+    return out.reset_index()
+
+
 def default_max_new_tokens(question_type: str, m: int, n: int) -> int:
     """Non-thinking completion cap for a puzzle question: the budget of its answer type
     (``jrl_core.answers.max_new_tokens``: 4 tokens for a letter, 8 for a number, ``4·m·n + 4`` for an

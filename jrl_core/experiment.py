@@ -931,3 +931,41 @@ def seed_breakdown(res: dict, rows: list[dict]):
                 parts.append(cells[["group", "n", "accuracy", "by"]].assign(seed=seed, stage=stage))
     cols = ["seed", "stage", "by", "group", "n", "accuracy"]
     return pd.concat(parts, ignore_index=True)[cols] if parts else pd.DataFrame(columns=cols)
+
+
+def seed_rollout_cells(exp: Experiment, run_dir: str | Path, seeds, *, window: int = 25):
+    """:func:`jrl_core.evaluate.rollout_cells` of every seed of a :func:`run_seeds` folder: how each answer cell's
+    rollouts did during training, per window of steps, and the share of its groups with zero reward std. Shows
+    when a prompt variant locks onto one letter (the cell's accuracy falls to 0 and its groups stop giving a
+    gradient). Diagnostic of this workbook (not in the papers).
+
+    Args:
+        exp: the recipe the seeds ran (seed replaced per seed, as :func:`run_seeds` does).
+        run_dir: the multi-seed folder (``<run_dir>/seed<s>/`` with the GRPO completion log).
+        seeds: the seeds to read.
+        window: steps per window (>= 1).
+
+    Returns:
+        A long DataFrame: ``seed`` plus :func:`~jrl_core.evaluate.rollout_cells`'s columns.
+
+    Raises:
+        FileNotFoundError: a seed has no completion log (not run, or not a GRPO recipe).
+        ValueError: as :func:`~jrl_core.evaluate.rollout_cells` (e.g. the log is from another recipe).
+    """
+    import pandas as pd
+
+    from jrl_core import evaluate, nano
+    from jrl_core.analysis import load_completion_log
+
+    parts = []
+    for s in seeds:
+        seed_exp = apply_overrides(exp, {"seed": s})
+        settings = seed_exp.grpo_settings()
+        folder = runs.RunFolder(Path(run_dir) / f"seed{s}")
+        log = load_completion_log(folder.trainer_dir("grpo"))
+        rows = train_rows(seed_exp, steps=settings.steps, prompts_per_step=settings.prompts_per_step,
+                          view_size=nano.NanoConfig().image_size)  # prompts and ids only: any view size will do
+        parts.append(evaluate.rollout_cells(log, rows, window=window).assign(seed=s))
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    return frame[["seed", *[c for c in frame.columns if c != "seed"]]] if parts else frame
+

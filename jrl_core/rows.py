@@ -92,6 +92,12 @@ def make_row(*, image: Any, text: str, solution: Any, answer_type: str, mode: st
     return row
 
 
+def prompt_id(row: Row) -> str:
+    """The row's id in the completion log: its ``prompt_id`` when it has one, else ``"<image_id>:<seed>"``
+    (what :func:`jrl_core.train.to_dataset` gives the trainer; the G rollouts of one prompt share it)."""
+    return str(row.get("prompt_id") or f"{row.get('image_id', '')}:{row.get('seed', '')}")
+
+
 def prompt_text(row: Row) -> str:
     """The text of a row's prompt (chat or plain)."""
     prompt = row["prompt"]

@@ -28,7 +28,7 @@ from transformers import TrainerCallback
 from jrl_core import rewards, runs
 from jrl_core.atomic import atomic_write_json, atomic_write_text
 from jrl_core.modes import get_mode
-from jrl_core.rows import LOGGED_COLUMNS
+from jrl_core.rows import LOGGED_COLUMNS, prompt_id
 
 
 @dataclass(frozen=True)
@@ -389,7 +389,7 @@ def to_dataset(rows: list[dict]):
 
     def row(r):
         out = {k: v for k, v in r.items() if k != "seed"}
-        out.setdefault("prompt_id", f"{r.get('image_id', '')}:{r.get('seed', '')}")
+        out["prompt_id"] = prompt_id(r)
         return out
 
     return Dataset.from_list([row(r) for r in rows])

@@ -203,3 +203,36 @@ def test_choice_texts_drop_a_mode_suffix_joined_by_a_space():
             assert all(t.endswith(("1", "2")) and "directly" in t for t in choices.values()), choices
     full = evaluate.test_rows(PuzzleSpec(m=2, n=1, question_type="full", shuffle_mn=False), n_items=1, image_size=56)
     assert evaluate.choice_texts(full[0]) == {}
+
+
+def test_rollout_cells_show_a_variant_locking_during_training():
+    """Steps 1-2: every group mixes right and wrong rollouts. Steps 3-4: the variant "(A) 1 is directly
+    below 2" answers B whatever the image (all wrong when A is right), the rest all right. rollout_cells
+    shows that cell at accuracy 0 with every group at zero reward std, the others at 1, in window 3-4 only."""
+    import pandas as pd
+
+    from jrl_core.rows import prompt_id, prompt_text
+
+    rows = evaluate.test_rows(PuzzleSpec(m=2, n=1, question_type="pair", shuffle_mn=False), n_items=40, image_size=56)
+    assert len({prompt_id(r) for r in rows}) == len(rows)
+    records = []
+    for step in (1, 2, 3, 4):
+        for row in rows:
+            locked = "(A) 1 is directly below 2" in prompt_text(row) and row["solution"] == "A"
+            for g in range(4):
+                reward = float(g % 2) if step <= 2 else (0.0 if locked else 1.0)
+                records.append({"step": step, "prompt_id": prompt_id(row), "reward_accuracy": reward})
+    cells = evaluate.rollout_cells(pd.DataFrame(records), rows, window=2)
+    assert set(cells["first_step"]) == {1, 3} and cells.groupby("first_step")["groups"].sum().eq(2 * len(rows)).all()
+    early, late = cells[cells["first_step"] == 1], cells[cells["first_step"] == 3]
+    assert (early["accuracy"] == 0.5).all() and (early["zero_std"] == 0.0).all()
+    assert (late["zero_std"] == 1.0).all()
+    bad = late[(late["answer"] == "1 is directly below 2") & (late["letter"] == "A")]
+    assert len(bad) == 1 and bad["accuracy"].item() == 0.0
+    assert (late.drop(bad.index)["accuracy"] == 1.0).all()
+    with pytest.raises(ValueError, match="not in rows"):
+        evaluate.rollout_cells(pd.DataFrame(records), rows[:5])
+    with pytest.raises(ValueError, match="reward_accuracy"):
+        evaluate.rollout_cells(pd.DataFrame(records).drop(columns="reward_accuracy"), rows)
+    with pytest.raises(ValueError, match="window"):
+        evaluate.rollout_cells(pd.DataFrame(records), rows, window=0)
