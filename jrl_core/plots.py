@@ -420,3 +420,39 @@ def breakdown_heatmap(frame: pd.DataFrame, *, by: str = "answer cell", title: st
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def rollout_cells_heatmap(frame: pd.DataFrame, *, value: str = "accuracy", title: str = ""):
+    """Training rollouts per answer cell (rows) and window of steps (columns), one annotated heatmap per seed
+    (0 red, 0.5 white, 1 blue). With ``value="accuracy"`` a prompt variant that locks onto one letter shows as
+    a row turning red and staying red; with ``value="zero_std"`` as a row near 1 (its groups give no gradient).
+
+    Args:
+        frame: :func:`jrl_core.experiment.seed_rollout_cells` output (``seed``, ``first_step``, ``answer``,
+            ``letter`` and ``value``).
+        value: ``"accuracy"`` (mean accuracy reward, in [0, 1]) or ``"zero_std"`` (share of zero-std groups).
+    Returns:
+        The matplotlib figure (one panel per seed).
+    Raises:
+        ValueError: ``frame`` is empty or has no ``value`` column.
+    """
+    if frame.empty or value not in frame:
+        raise ValueError(f"rollout_cells_heatmap: need experiment.seed_rollout_cells rows with a {value!r} column "
+                         f"(got {len(frame)} rows, columns {list(frame.columns)}).")
+    set_style()
+    part = frame.assign(cell=frame["answer"] + " as (" + frame["letter"] + ")")
+    seeds = sorted(part["seed"].unique())
+    cells = sorted(part["cell"].unique())
+    windows = part["first_step"].nunique()
+    fig, axes = plt.subplots(1, len(seeds), figsize=(2.4 + 0.45 * windows * len(seeds), 1.0 + 0.32 * len(cells)),
+                             squeeze=False, sharey=True)
+    for ax, seed in zip(axes[0], seeds, strict=True):
+        grid = part[part["seed"] == seed].pivot_table(index="cell", columns="first_step", values=value).reindex(cells)
+        sns.heatmap(grid, ax=ax, vmin=0, vmax=1, center=0.5, cmap="RdBu", annot=True, fmt=".1f", cbar=False,
+                    annot_kws={"fontsize": 6})
+        ax.set_title(f"seed {seed}", fontsize=9)
+        ax.set_xlabel("from step")
+        ax.set_ylabel("answer cell" if ax is axes[0][0] else "")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

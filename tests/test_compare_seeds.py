@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jrl_core import experiment, report, runs, stats
+from jrl_core import experiment, plots, report, runs, stats
 
 # ------------------------------------------------------------------ paired contrast statistics (no model)
 
@@ -240,6 +240,16 @@ def test_seeds_trained_in_worker_processes_match_seeds_trained_in_a_row(comparis
     assert f"{exp.name} seed 1 (worker process)" in capsys.readouterr().err
     again = experiment.run_seeds(exp, tmp_path / "par", SEEDS, jobs=2)
     assert [again["seeds"][s]["cached"] for s in SEEDS] == [True, True]
+    # the training rollouts join back to their rows' answer cells: every logged group is counted once
+    settings = exp.grpo_settings()
+    cells = experiment.seed_rollout_cells(exp, tmp_path / "par", SEEDS, window=1)
+    assert sorted(cells["seed"].unique()) == SEEDS
+    assert (cells.groupby("seed")["groups"].sum() == settings.steps * settings.prompts_per_step).all()
+    assert cells["accuracy"].between(0, 1).all() and cells["zero_std"].between(0, 1).all()
+    fig = plots.rollout_cells_heatmap(cells, value="zero_std")
+    assert [ax.get_title() for ax in fig.axes] == [f"seed {s}" for s in SEEDS]
+    with pytest.raises(ValueError, match="seed_rollout_cells"):
+        plots.rollout_cells_heatmap(cells.iloc[:0])
     with pytest.raises(ValueError, match="jobs"):
         experiment.run_seeds(exp, tmp_path / "par", SEEDS, jobs=0)
     with pytest.raises(ValueError, match="extra_eval"):
