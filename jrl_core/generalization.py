@@ -102,6 +102,8 @@ _FAMILIES: dict[str, tuple[tuple[str, ...], str]] = {
     "same_photo": (("same_photo_v", "same_photo_h"), "do the two halves come from the same photo"),
     "brighter": (("brighter_v", "brighter_h"), "which half of the image is brighter"),
     "grid_relation": (("grid_relation",), "relation of two positions in a spelled-out grid layout"),
+    "brighter_relation": (("brighter_relation_v", "brighter_relation_h"),
+                          "where the brighter half is relative to the darker half (jigsaw relation phrases)"),
     "upside_down": (("upside_down",), "is the photo upside down"),
     "quadrant_tint": (("quadrant_tint",), "which quadrant is tinted red"),
     "shape_colour": (("shape_colour",), "colour of a drawn shape"),

@@ -65,7 +65,7 @@ SPECIAL_TOKENS = [
 ]
 TAG_TOKENS = ["<think>", "</think>", "<answer>", "</answer>", "<reason>", "</reason>"]
 
-NANO_RECIPE_VERSION = 6
+NANO_RECIPE_VERSION = 10
 """Bumped whenever the build recipe changes in a way the config fields do not show."""
 
 DEFAULT_CACHE = Path(os.environ.get("JRL_CACHE", Path(__file__).resolve().parent.parent / ".cache"))
@@ -100,9 +100,9 @@ class NanoConfig:
     initializer_range: float = 0.1  # 0.02 makes a model this small ignore the image
     seed: int = 0
     # Stage 1, vision encoder pretraining (perception.pretrain_vision); 0 steps = skip.
-    vision_pretrain_steps: int = 2400  # v5: twice v4's; the held-out "halves swapped" probe 0.72 -> 0.84 (last token)
+    vision_pretrain_steps: int = 7200  # v10: 3x v6's (v5: twice v4's); stage-1 held-out continuity 0.76/0.77 -> 0.83/0.82
     vision_pretrain_lr: float = 1e-3
-    vision_pretrain_pool: int = 8192  # items generated once on the train photos, re-drawn with augmentation
+    vision_pretrain_pool: int = 24576  # v10 (v6: 8192); items generated once on the train photos, re-drawn with augmentation
     vision_pretrain_tasks: tuple[str, ...] = ()  # empty = perception.VISION_TASKS
     vision_synthetic_pictures: int = 0  # procedural dead-leaves pictures (jrl_core.synthetic) added to stage 1; 0 = none
     vision_synthetic_share: float = 0.5  # share of the stage-1 pool cut from them (when vision_synthetic_pictures > 0)

@@ -1,5 +1,6 @@
 """Perception questions: labelled, deterministic, never jigsaw questions."""
 
+import re
 import string
 
 import pytest
@@ -35,6 +36,29 @@ def test_brighter_half_label_matches_the_pixels(photos):
         bottom = ImageStat.Stat(it.image.crop((0, h // 2, w, h)).convert("L")).mean[0]
         truth = "the top half" if top > bottom else "the bottom half"
         assert it.choices[string.ascii_uppercase.index(it.answer)] == truth
+
+
+def test_brighter_relation_answer_is_set_by_the_pixels_and_balanced(photos):
+    """brighter_relation_v/h: the brighter half is k, the darker l; the gold phrase says where k is relative to l
+    as the pixels show it, and each relation phrase and each letter is gold about half of the time (a base
+    pretrained on it gets no "not swapped" prior from the text)."""
+    items = perception.make_items(photos, 200, seed=3, tasks=["brighter_relation_v", "brighter_relation_h"], size=56)
+    phrases, letters = [], []
+    for it in items:
+        w, h = it.image.size
+        axis = it.task[-1]
+        first, second = ((0, 0, w, h // 2), (0, h // 2, w, h)) if axis == "v" else ((0, 0, w // 2, h), (w // 2, 0, w, h))
+        lum = [ImageStat.Stat(it.image.crop(box).convert("L")).mean[0] for box in (first, second)]
+        gold = it.choices[string.ascii_uppercase.index(it.answer)]
+        k, l = re.search(r"brighter half of the image (\d) and the darker half (\d)\.", it.question).groups()  # noqa: E741
+        assert len(it.choices) == 2 and gold.startswith(f"{k} ") and gold.endswith(f" {l}")
+        word = ("above" if axis == "v" else "left") if lum[0] > lum[1] else ("below" if axis == "v" else "right")
+        assert word in gold
+        phrases.append(gold.replace(str(k), "k").replace(str(l), "l"))
+        letters.append(it.answer)
+    assert 0.35 < letters.count("A") / len(letters) < 0.65
+    for phrase in ("k is directly above l", "k is directly below l"):
+        assert 0.15 < phrases.count(phrase) / len(phrases) < 0.35
 
 
 def test_grid_relation_answers_follow_the_layout(photos):
@@ -156,3 +180,13 @@ def test_instruction_stage_keeps_a_frozen_encoder_and_unfreezes_it_after(tiny_co
     assert not any("visual.blocks" in n or "patch_embed" in n for n in changed)
     assert any("visual.merger" in n for n in changed) and any("language_model" in n for n in changed)
     assert all(p.requires_grad for p in model.parameters())
+
+
+def test_tokenizer_corpus_is_fixed_not_the_pretraining_tasks():
+    """The nano tokenizer's corpus holds the prompts of CORPUS_TASKS (recipes v6-v9's tasks), not of the current
+    pretraining tasks: recipe v10 swapped grid_relation for brighter_relation and its tokenizer stayed the same."""
+    texts = perception.corpus()
+    assert "grid_relation" in perception.CORPUS_TASKS and "grid_relation" not in perception.DEFAULT_TASKS
+    assert any(t.startswith("Consider a ") for t in texts)  # grid layout prompts
+    assert "brighter_relation_v" in perception.DEFAULT_TASKS
+    assert not any(t.startswith("Call the brighter half") for t in texts)

@@ -20,8 +20,8 @@ def rows_for(n, think=False, seed=0):
     return build_rows(views, PuzzleSpec(m=2, n=1, question_type="pair", think=think), n_items=n, seed=seed)
 
 
-def varied_reward(completions, **kwargs):  # differs within a group, so advantages are non-zero
-    return [float(len(str(c)) % 3) / 2 for c in completions]
+def varied_reward(completions, **kwargs):  # 0, 1, 0, 1, ... : differs within every group, so advantages are non-zero
+    return [float(i % 2) for i in range(len(completions))]
 
 
 def params(model):
