@@ -293,6 +293,21 @@ def require_same_puzzles(rows: Sequence[dict], table: pd.DataFrame, who: str) ->
                          "rows the table was evaluated on, in the same order (experiment.heldout_rows).")
 
 
+def answer_cell(row: dict, who: str = "answer_cell") -> tuple[str, str]:
+    """A multiple-choice row's answer cell: ``(text of the correct choice, its letter)``.
+
+    Raises:
+        ValueError: naming ``who``: the row has no one-line lettered choices or its solution is not one of
+            their letters (not a multiple-choice row: use pair questions).
+    """
+    choices = choice_texts(row)
+    solution = row.get("solution")
+    if solution not in choices:
+        raise ValueError(f"{who} is not a multiple-choice row (solution {solution!r}, lettered choices "
+                         f"{sorted(choices)}); use pair questions.")
+    return choices[solution], solution
+
+
 def answer_cells(rows: Sequence[dict], table: pd.DataFrame) -> pd.DataFrame:
     """Accuracy of a multiple-choice evaluation per cell (correct choice's text × its letter).
 
@@ -323,13 +338,9 @@ def answer_cells(rows: Sequence[dict], table: pd.DataFrame) -> pd.DataFrame:
     require_same_puzzles(rows, table, "answer_cells")
     answers_, letters = [], []
     for i, row in enumerate(rows):
-        choices = choice_texts(row)
-        solution = row.get("solution")
-        if solution not in choices:
-            raise ValueError(f"answer_cells: row {i} ({row.get('image_id', '?')}) is not a multiple-choice row "
-                             f"(solution {solution!r}, lettered choices {sorted(choices)}); use pair questions.")
-        answers_.append(choices[solution])
-        letters.append(solution)
+        answer, letter = answer_cell(row, f"answer_cells: row {i} ({row.get('image_id', '?')})")
+        answers_.append(answer)
+        letters.append(letter)
     frame = pd.DataFrame({"answer": answers_, "letter": letters, "correct": table["correct"].to_numpy(float)})
     cells = frame.groupby(["answer", "letter"], sort=True)["correct"].agg(n="size", accuracy="mean")
     return cells.reset_index()
@@ -366,13 +377,7 @@ def rollout_cells(log: pd.DataFrame, rows: Sequence[dict], *, window: int = 25) 
     if missing_:
         raise ValueError(f"rollout_cells: the log has no {missing_} column(s); pass "
                          "jrl_core.analysis.load_completion_log(<run folder>) of a GRPO run with an accuracy reward.")
-    cell_of = {}
-    for row in rows:
-        choices = choice_texts(row)
-        if row.get("solution") not in choices:
-            raise ValueError(f"rollout_cells: row {prompt_id(row)} is not a multiple-choice row; "
-                             "use pair questions.")
-        cell_of[prompt_id(row)] = (choices[row["solution"]], row["solution"])
+    cell_of = {prompt_id(row): answer_cell(row, f"rollout_cells: row {prompt_id(row)}") for row in rows}
     unknown = sorted(set(log["prompt_id"].astype(str)) - set(cell_of))
     if unknown:
         raise ValueError(f"rollout_cells: {len(unknown)} logged prompt_id(s) (e.g. {unknown[0]!r}) are not in rows; "
