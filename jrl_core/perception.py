@@ -155,20 +155,26 @@ def _upside_down(view, other, rng):
                "upside_down", rng)
 
 
+def _lit_and_dimmed(view, axis: str, rng: random.Random) -> tuple[str, str, Image.Image]:
+    """``(lit, dim, image)``: a copy of ``view`` with one half along ``axis`` (a random draw: "top"/"bottom" for
+    ``"v"``, "left"/"right" for ``"h"``) brightened ×1.5–2.0 and the other dimmed ×0.4–0.7. The draw order is
+    part of the items' determinism (the shipped base's pretraining items): keep it."""
+    a, b = ("top", "bottom") if axis == "v" else ("left", "right")
+    boxes = dict(zip((a, b), _half_boxes(view.size, axis), strict=True))
+    lit = rng.choice([a, b])
+    dim = b if lit == a else a
+    img = view.copy()
+    for half, (low, high) in ((lit, (1.5, 2.0)), (dim, (0.4, 0.7))):
+        region = img.crop(boxes[half])
+        img.paste(ImageEnhance.Brightness(region).enhance(rng.uniform(low, high)), boxes[half][:2])
+    return lit, dim, img
+
+
 def _brighter_half(axis: str):
     a, b = ("top", "bottom") if axis == "v" else ("left", "right")
 
     def gen(view, other, rng):
-        w, h = view.size
-        boxes = {a: (0, 0, w, h // 2) if axis == "v" else (0, 0, w // 2, h),
-                 b: (0, h // 2, w, h) if axis == "v" else (w // 2, 0, w, h)}
-        lit = rng.choice([a, b])
-        img = view.copy()
-        region = img.crop(boxes[lit])
-        img.paste(ImageEnhance.Brightness(region).enhance(rng.uniform(1.5, 2.0)), boxes[lit][:2])
-        dim = b if lit == a else a
-        region = img.crop(boxes[dim])
-        img.paste(ImageEnhance.Brightness(region).enhance(rng.uniform(0.4, 0.7)), boxes[dim][:2])
+        lit, dim, img = _lit_and_dimmed(view, axis, rng)
         return _mc(img, "Which half of the image is brighter?", f"the {lit} half", [f"the {dim} half"],
                    f"brighter_{axis}", rng)
 
@@ -283,14 +289,7 @@ def _brighter_relation(axis: str):
     first, after = (PAIR_RELATIONS[2], PAIR_RELATIONS[3]) if axis == "v" else (PAIR_RELATIONS[0], PAIR_RELATIONS[1])
 
     def gen(view, other, rng):
-        boxes = dict(zip((a, b), _half_boxes(view.size, axis), strict=True))
-        lit = rng.choice([a, b])
-        dim = b if lit == a else a
-        img = view.copy()
-        region = img.crop(boxes[lit])
-        img.paste(ImageEnhance.Brightness(region).enhance(rng.uniform(1.5, 2.0)), boxes[lit][:2])
-        region = img.crop(boxes[dim])
-        img.paste(ImageEnhance.Brightness(region).enhance(rng.uniform(0.4, 0.7)), boxes[dim][:2])
+        lit, dim, img = _lit_and_dimmed(view, axis, rng)
         k, l = rng.sample((1, 2), 2)  # noqa: E741
         truth, wrong = (first, after) if lit == a else (after, first)
         q = (f"Call the brighter half of the image {k} and the darker half {l}. "
