@@ -17,15 +17,24 @@ TRL's fused LM head calls) so that, inside :meth:`PromptSharing.scoring` (entere
    as the repeated computation would) and runs only the completion tokens on top of them;
 4. returns hidden states for the whole sequence, prompt rows copied, so TRL's head scores the same positions.
 
-The result equals the plain forward up to float summation order (tested: hidden states and gradients), so it is
-an exact speed-up, not a change of the algorithm. Everything else (generation, evaluation, models without a
-``get_rope_index`` backbone such as InternVL, batches with nothing repeated) takes the model's own forward.
+Generation repeats the same work: TRL hands ``generate`` every prompt G times, and the first (prefill) pass runs
+all G copies. Inside :meth:`PromptSharing.generating` (entered by the trainer around TRL's rollout generation), a
+prefill pass with repeated prompts
+
+5. runs the distinct prompts once into the generation's key/value cache (with the 3-D positions ``generate``
+   computed for the whole batch), then copies the cache rows and the hidden states to every rollout, so the
+   decoding steps, the sampling and its random draws see the same batch as before.
+
+The result equals the plain forward up to float summation order (tested: hidden states and gradients, generated
+completions), so it is an exact speed-up, not a change of the algorithm. Everything else (evaluation, models
+without a ``get_rope_index`` backbone such as InternVL, batches with nothing repeated) takes the model's own forward.
 :class:`jrl_core.train.GRPOSettings` ``share_prompts`` turns it on (on in the nano preset, opt-in at paper scale).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 from dataclasses import dataclass
 
 __all__ = ["PromptSharing", "find_backbones", "share_prompts", "prompt_groups"]
@@ -45,17 +54,18 @@ def prompt_groups(input_ids, attention_mask, prompt_length: int, image_keys: lis
     Args:
         input_ids: long tensor (rows, length): prompt tokens (left padded to ``prompt_length``) then completion.
         attention_mask: tensor (rows, length), 1 on real tokens.
-        prompt_length: the prompt's width in columns (``length - logits_to_keep`` in TRL), 0 < it < length.
+        prompt_length: the prompt's width in columns (``length - logits_to_keep`` in TRL; ``length`` for a
+            generation's prefill pass, which holds prompts only), 0 < it <= length.
         image_keys: per row, a hashable key of its images (rows with different images never share), or None.
     Returns:
         ``(keep, inverse)``: ``keep`` the first row of every distinct prompt, in order; ``inverse[r]`` the
         position in ``keep`` of row ``r``'s prompt.
     Raises:
-        ValueError: ``prompt_length`` outside (0, length), or ``image_keys`` of another length than the rows.
+        ValueError: ``prompt_length`` outside (0, length], or ``image_keys`` of another length than the rows.
     """
     rows, length = input_ids.shape
-    if not 0 < prompt_length < length:
-        raise ValueError(f"prompt_length={prompt_length} must lie strictly inside the sequence (length {length}).")
+    if not 0 < prompt_length <= length:
+        raise ValueError(f"prompt_length={prompt_length} must lie in (0, {length}] (the sequence's length).")
     if image_keys is not None and len(image_keys) != rows:
         raise ValueError(f"image_keys has {len(image_keys)} entries for {rows} rows.")
     ids = input_ids[:, :prompt_length].tolist()
@@ -75,14 +85,17 @@ def prompt_groups(input_ids, attention_mask, prompt_length: int, image_keys: lis
 @dataclass
 class PromptSharing:
     """The wrapper on one backbone (see module docstring); ``remove()`` restores its forward. ``calls`` counts
-    shared passes, ``rows`` / ``prompts`` the rollouts received / prompts computed over them."""
+    shared passes, ``rows`` / ``prompts`` the rollouts received / prompts computed over them; ``prefills`` counts
+    shared generation prefill passes (their rows and prompts are counted too)."""
 
     backbone: object
     original: object = None
     prompt_length: int | None = None
+    prefill: bool = False
     calls: int = 0
     rows: int = 0
     prompts: int = 0
+    prefills: int = 0
 
     @contextlib.contextmanager
     def scoring(self, prompt_length: int):
@@ -94,14 +107,26 @@ class PromptSharing:
         finally:
             self.prompt_length = previous
 
+    @contextlib.contextmanager
+    def generating(self):
+        """Within this block, a generation's prefill pass runs each distinct prompt once (module docstring, 5)."""
+        previous, self.prefill = self.prefill, True
+        try:
+            yield self
+        finally:
+            self.prefill = previous
+
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, cache=None, inputs_embeds=None,
                 use_cache=None, pixel_values=None, pixel_values_videos=None, image_grid_thw=None,
                 video_grid_thw=None, mm_token_type_ids=None, **kwargs):
-        """The backbone's forward, with the prompt computed once per distinct prompt inside :meth:`scoring`."""
+        """The backbone's forward, with the prompt computed once per distinct prompt inside :meth:`scoring` and,
+        for a generation's prefill pass, inside :meth:`generating`."""
         plain = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
                      inputs_embeds=inputs_embeds, use_cache=use_cache, pixel_values=pixel_values,
                      pixel_values_videos=pixel_values_videos, image_grid_thw=image_grid_thw,
                      video_grid_thw=video_grid_thw, mm_token_type_ids=mm_token_type_ids, **kwargs)
+        if self.prefill and self.prompt_length is None:
+            return self._prefill(plain)
         p = self.prompt_length
         if (p is None or input_ids is None or attention_mask is None or cache is not None or kwargs.get("past_key_values")
                 is not None or inputs_embeds is not None or position_ids is not None or pixel_values_videos is not None
@@ -115,6 +140,80 @@ class PromptSharing:
         keep, inverse, image_rows = plan
         return self._shared(input_ids, attention_mask, p, pixel_values, image_grid_thw, mm_token_type_ids,
                             keep, inverse, image_rows, kwargs)
+
+    def _prefill(self, plain: dict):
+        """A generation pass: the distinct prompts once into the (empty) cache, then the cache rows and hidden
+        states copied to every row; any other pass (a decoding step, nothing repeated) runs as usual.
+
+        ``generate`` may have encoded the images already (``mm_encoder_outputs``, one pooled tensor per image) or
+        pass ``pixel_values``; rows share a prompt only with equal tokens, mask and images either way."""
+        import torch
+
+        kw = dict(plain)
+        cache = kw.pop("cache")
+        if cache is None:
+            cache = kw.pop("past_key_values", None)
+        input_ids, attention_mask, position_ids = kw["input_ids"], kw["attention_mask"], kw["position_ids"]
+        encoded = kw.get("mm_encoder_outputs") or {}
+        if (cache is None or cache.get_seq_length() != 0 or input_ids is None or position_ids is None
+                or kw["inputs_embeds"] is not None or kw["pixel_values_videos"] is not None
+                or encoded.get("video") is not None or kw["mm_token_type_ids"] is None
+                or kw.get("output_attentions") or kw.get("output_hidden_states")):
+            return self.original(**plain)
+        rows, length = input_ids.shape
+        mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+        pooled = getattr(encoded.get("image"), "pooler_output", None)
+        if pooled is not None:  # images encoded by generate: one pooled tensor per image
+            plan = self._plan_encoded(input_ids, mask, pooled)
+        else:
+            plan = self._plan(input_ids, mask, length, kw["pixel_values"], kw["image_grid_thw"])
+        if plan is None:
+            return self.original(**plain)
+        keep, inverse, image_rows = plan
+        self.prefills += 1
+        self.rows += len(inverse)
+        self.prompts += len(keep)
+        keep_t = torch.tensor(keep, device=input_ids.device)
+        inv_t = torch.tensor(inverse, device=input_ids.device)
+        images = [r * image_rows + j for r in keep for j in range(image_rows)] if image_rows else []
+        if pooled is not None:
+            image_out = copy.copy(encoded["image"])
+            image_out.pooler_output = tuple(pooled[i] for i in images)
+            kw["mm_encoder_outputs"] = {**encoded, "image": image_out}
+        elif kw["pixel_values"] is not None:  # the kept rows' images, in row order
+            from jrl_core.shared_images import select_images
+
+            kw["pixel_values"], kw["image_grid_thw"] = select_images(kw["pixel_values"], kw["image_grid_thw"], images)
+        kw.update(input_ids=input_ids[keep_t], position_ids=position_ids[:, keep_t],
+                  attention_mask=None if attention_mask is None else attention_mask[keep_t],
+                  mm_token_type_ids=kw["mm_token_type_ids"][keep_t])
+        out = self.original(cache=cache, **kw)
+        cache.batch_select_indices(inv_t)  # every rollout decodes on top of its own copy of its prompt
+        out.last_hidden_state = out.last_hidden_state.index_select(0, inv_t)
+        return out
+
+    @staticmethod
+    def _plan_encoded(input_ids, mask, pooled):
+        """``(keep, inverse, images per row)`` from pooled image tensors (equal tensors = the same image), or
+        None when nothing repeats or the images do not map to rows."""
+        import torch
+
+        rows = input_ids.shape[0]
+        if len(pooled) % rows:
+            return None
+        per_row = len(pooled) // rows
+        firsts: list[int] = []  # one image index per distinct image
+        ids = []
+        for t in pooled:
+            same = next((k for k, f in enumerate(firsts) if pooled[f].shape == t.shape and torch.equal(pooled[f], t)),
+                        None)
+            if same is None:
+                same = len(firsts)
+                firsts.append(len(ids))
+            ids.append(same)
+        keys = [tuple(ids[r * per_row:(r + 1) * per_row]) for r in range(rows)]
+        keep, inverse = prompt_groups(input_ids, mask, input_ids.shape[1], keys)
+        return None if len(keep) == rows else (keep, inverse, per_row)
 
     def _checkpointing(self) -> bool:
         """Whether this pass recomputes layers in the backward (gradient checkpointing with gradients on), which

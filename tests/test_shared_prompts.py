@@ -47,8 +47,10 @@ def test_prompt_groups_by_tokens_mask_and_images():
     mask = torch.tensor([[0, 1, 1, 1], [0, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1]])
     assert prompt_groups(ids, mask, 3) == ([0, 2, 3], [0, 0, 1, 2])  # row 3: same tokens, other mask
     assert prompt_groups(ids, mask, 3, image_keys=[(0,), (1,), (0,), (0,)]) == ([0, 1, 2, 3], [0, 1, 2, 3])
-    with pytest.raises(ValueError, match="prompt_length"):
-        prompt_groups(ids, mask, 4)
+    assert prompt_groups(ids, mask, 4) == ([0, 1, 2, 3], [0, 1, 2, 3])  # a prefill pass: the whole row is prompt
+    for bad in (0, 5):
+        with pytest.raises(ValueError, match="prompt_length"):
+            prompt_groups(ids, mask, bad)
     with pytest.raises(ValueError, match="image_keys"):
         prompt_groups(ids, mask, 3, image_keys=[(0,)])
 
@@ -111,6 +113,7 @@ def test_grpo_trainer_scores_each_prompt_once_with_the_same_losses(nano_dir, tmp
     sharing = trainer.prompt_sharing
     assert len(sharing) == 2  # policy and reference model (β = 0.04)
     assert all(s.calls >= 2 and s.rows == 4 * s.prompts for s in sharing)  # G = 4 rollouts per prompt
+    assert sharing[0].prefills == 2  # the policy's generation prefill, once per step
     on = pd.read_csv(tmp_path / "on" / "train_log.csv")
     model.load_state_dict(state)
     off = dataclasses.replace(settings, share_prompts=False)
@@ -119,3 +122,30 @@ def test_grpo_trainer_scores_each_prompt_once_with_the_same_losses(nano_dir, tmp
     plain = pd.read_csv(tmp_path / "off" / "train_log.csv")
     for col in ("loss", "kl", "reward", "entropy"):
         torch.testing.assert_close(torch.tensor(on[col].values), torch.tensor(plain[col].values), rtol=1e-3, atol=1e-5)
+
+
+def test_generation_prefill_runs_each_prompt_once_with_the_same_completions(nano_dir):
+    model, processor = nano.load_model(str(nano_dir))
+    rows = _rows()  # two 2x1 prompts and a longer 3x1 one: left padding, so an attention mask
+    texts = [processor.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=False)
+             for r in rows for _ in range(4)]
+    batch = processor(text=texts, images=[r["image"] for r in rows for _ in range(4)], return_tensors="pt",
+                      padding=True, padding_side="left")
+    assert bool((batch["attention_mask"] == 0).any())
+
+    def sample():
+        torch.manual_seed(0)
+        out = model.generate(**batch, max_new_tokens=6, do_sample=True, temperature=1.0, top_k=50,
+                             output_scores=True, return_dict_in_generate=True)
+        return out.sequences, torch.stack(out.scores)
+
+    seq0, scores0 = sample()
+    sharing = share_prompts(model)[0]
+    with sharing.generating():
+        seq1, scores1 = sample()
+    assert sharing.prefills == 1 and (sharing.rows, sharing.prompts) == (12, 3)
+    assert torch.equal(seq1, seq0)  # the same draws on the same batch
+    finite = scores0.isfinite()
+    torch.testing.assert_close(scores1[finite], scores0[finite], rtol=1e-4, atol=1e-4)
+    sample()  # outside generating(): the model's own forward
+    assert sharing.prefills == 1
