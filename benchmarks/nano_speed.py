@@ -8,7 +8,11 @@ settings overrides): ``v4`` is recipe v4 (space-split BPE) with every rollout's 
 code of the issue), ``v5`` the v5 tokenizer alone, ``v5+images`` adds each distinct image encoded once per pass
 (``GRPOSettings.share_images``), ``v6`` the current default: also each distinct prompt scored once per log-prob pass
 (``GRPOSettings.share_prompts``, :mod:`jrl_core.shared_prompts`) and, in the build, the encoder trained in stage 2
-too (recipe v6: more work per instruction-stage step, a stronger base). Each gets a randomly initialised model of its
+too (recipe v6: more work per instruction-stage step, a stronger base); ``+completions`` adds TRL's LM head projecting
+only completion positions (``GRPOSettings.score_completions_only``, :mod:`jrl_core.completion_scoring`), and
+``+prefill``, the current default, a generation's prefill running each distinct prompt once
+(``GRPOSettings.share_prefill``). The nano configuration is the current one (recipe v10) in every variant but for
+the fields named. Each gets a randomly initialised model of its
 configuration (speed does not depend on what the weights learned, except that an untrained model always writes
 the whole 8-token completion budget, the same for all). Measured per variant, in alternating order (v4, v5,
 v5+images, v6, v4, …) so that machine drift hits all; the build is measured once per nano configuration (image
@@ -35,11 +39,14 @@ from transformers import TrainerCallback
 
 from jrl_core import experiment, nano, perception, train
 
+_OLD_HEAD = {"score_completions_only": False, "share_prefill": False}  # the session-11 changes off
 VARIANTS = {  # name -> (nano.NanoConfig overrides, train.GRPOSettings overrides)
-    "v4": ({"tokenizer": "words", "freeze_vision": True}, {"share_images": False, "share_prompts": False}),
-    "v5": ({"freeze_vision": True}, {"share_images": False, "share_prompts": False}),
-    "v5+images": ({"freeze_vision": True}, {"share_prompts": False}),
-    "v6": ({}, {}),
+    "v4": ({"tokenizer": "words", "freeze_vision": True}, {"share_images": False, "share_prompts": False, **_OLD_HEAD}),
+    "v5": ({"freeze_vision": True}, {"share_images": False, "share_prompts": False, **_OLD_HEAD}),
+    "v5+images": ({"freeze_vision": True}, {"share_prompts": False, **_OLD_HEAD}),
+    "v6": ({}, dict(_OLD_HEAD)),
+    "+completions": ({}, {"share_prefill": False}),
+    "+prefill": ({}, {}),
 }
 
 

@@ -61,8 +61,9 @@ class GRPOSettings:
     gradient_checkpointing: bool = True  # recompute activations in the backward pass (fits 3B/7B on one GPU)
     letter_centring: bool = False  # bias control (not in the papers): see centre_letter_advantages
     share_images: bool = True  # encode each distinct image once per pass (exact; jrl_core.shared_images)
-    share_prompts: bool = False  # run each distinct prompt once per log-prob pass and per generation prefill (exact;
-    # jrl_core.shared_prompts; on in NANO; not yet run at paper scale here, so opt-in there: --set grpo.share_prompts=true)
+    share_prompts: bool = False  # score each distinct prompt once per log-prob pass (exact; jrl_core.shared_prompts;
+    # on in NANO; not yet run at paper scale here, so opt-in there: --set grpo.share_prompts=true)
+    share_prefill: bool = True  # with share_prompts: a generation's prefill runs each distinct prompt once (exact)
     score_completions_only: bool = True  # TRL's LM head projects only completion positions on every device, as it
     # does on CUDA (exact; jrl_core.completion_scoring: 1.20 -> 0.91 s per nano step on a CPU, no change on CUDA)
     save_steps: int = 0  # checkpoint every this many steps; 0 = from save_fraction
@@ -254,7 +255,7 @@ def _trainer_classes():
         advantages are TRL's, before centring). Under several processes each centres its own
         slice of the batch.
 
-        ``share_images`` / ``share_prompts`` / ``score_completions_only``: exact speed-ups of the log-prob passes
+        ``share_images`` / ``share_prompts`` (with ``share_prefill``) / ``score_completions_only``: exact speed-ups of the log-prob passes
         (:mod:`jrl_core.shared_images`, :mod:`jrl_core.shared_prompts`, :mod:`jrl_core.completion_scoring`).
 
         Every rollout of every step is appended to ``completion_log`` (JSON lines), one record
@@ -265,10 +266,11 @@ def _trainer_classes():
         """
 
         def __init__(self, *args, completion_log: str | Path | None = None, letter_centring: bool = False,
-                     share_images: bool = False, share_prompts: bool = False, score_completions_only: bool = False,
-                     **kwargs):
+                     share_images: bool = False, share_prompts: bool = False, share_prefill: bool = False,
+                     score_completions_only: bool = False, **kwargs):
             super().__init__(*args, **kwargs)
             self.score_completions_only = score_completions_only
+            self.share_prefill = share_prefill
             self.completion_log = Path(completion_log) if completion_log else None
             self.letter_centring = letter_centring
             self.image_sharing = []
@@ -299,7 +301,7 @@ def _trainer_classes():
 
         def _generate_single_turn(self, *args, **kwargs):
             with contextlib.ExitStack() as stack:  # TRL's own generation; its prefill runs each prompt once
-                for sharing in self.prompt_sharing:
+                for sharing in self.prompt_sharing if self.share_prefill else ():
                     stack.enter_context(sharing.generating())
                 return super()._generate_single_turn(*args, **kwargs)
 
@@ -472,6 +474,7 @@ def train_grpo(model, processor, rows: list[dict], settings: GRPOSettings, outpu
         letter_centring=settings.letter_centring,
         share_images=settings.share_images,
         share_prompts=settings.share_prompts,
+        share_prefill=settings.share_prefill,
         score_completions_only=settings.score_completions_only,
     )
     for cb in callbacks or []:

@@ -110,7 +110,7 @@ def test_grpo_trainer_scores_each_prompt_once_with_the_same_losses(nano_dir, tmp
                                    save_fraction=0.0, report_to=())
     state = {k: v.clone() for k, v in model.state_dict().items()}
     trainer, _ = train.train_grpo(model, processor, rows, settings, tmp_path / "on", save_final=False)
-    sharing = trainer.prompt_sharing
+    sharing = list(trainer.prompt_sharing)
     assert len(sharing) == 2  # policy and reference model (β = 0.04)
     assert all(s.calls >= 2 and s.rows == 4 * s.prompts for s in sharing)  # G = 4 rollouts per prompt
     assert sharing[0].prefills == 2  # the policy's generation prefill, once per step
@@ -119,6 +119,12 @@ def test_grpo_trainer_scores_each_prompt_once_with_the_same_losses(nano_dir, tmp
     off = dataclasses.replace(settings, share_prompts=False)
     trainer, _ = train.train_grpo(model, processor, rows, off, tmp_path / "off", save_final=False)
     assert trainer.prompt_sharing == []
+    model.load_state_dict(state)
+    no_prefill = dataclasses.replace(settings, share_prefill=False)
+    trainer, _ = train.train_grpo(model, processor, rows, no_prefill, tmp_path / "no_prefill", save_final=False)
+    policy = trainer.prompt_sharing[0]
+    assert policy is sharing[0]  # one wrapper per backbone, kept across trainers: its counters accumulate
+    assert policy.prefills == 2 and policy.calls >= 4  # scored shared again, generated plainly
     plain = pd.read_csv(tmp_path / "off" / "train_log.csv")
     for col in ("loss", "kl", "reward", "entropy"):
         torch.testing.assert_close(torch.tensor(on[col].values), torch.tensor(plain[col].values), rtol=1e-3, atol=1e-5)
