@@ -80,7 +80,7 @@ PAPER = GRPOSettings()
 """Protocol §6, non-thinking (use ``steps=1000`` for thinking runs)."""
 
 NANO = GRPOSettings(
-    steps=300,  # nano-v10, 2 cores: ~0.65 s per step; 2x1 pair 50.7% -> 86.3 / 86.0 / 86.7% (seeds 0-2, README)
+    steps=300,  # nano-v10, one thread: ~0.7 s per step (session 11); 2x1 pair 50.7% -> 86.3 / 86.0 / 86.7% (seeds 0-2)
     prompts_per_step=16,  # 4 prompts/step let the A/B answer bias random-walk to "always A" (spine issue)
     num_generations=8,
     learning_rate=3e-5,  # v10: 1e-4 lets a prompt variant drift onto one letter in some seeds (v8 base: 82/69/76%,
