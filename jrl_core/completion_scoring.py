@@ -5,15 +5,16 @@ TRL's ``GRPOTrainer`` gets a rollout's per-token log-probs from its fused LM hea
 chunks, and only positions with a label (the completion tokens) count. Where TRL's Triton kernels run (CUDA, XPU)
 it first selects those positions; on every other device it projects *every* position of every row and masks
 afterwards, so that tile shapes stay fixed for compilers that would otherwise recompile per batch (Neuron). On a
-CPU nothing is compiled, and a GRPO rollout is mostly prompt: the nano 2x1 pair prompt is ~58 positions and its
-completion 2–3, so ~95% of the head's forward and backward work is on positions whose result is thrown away.
+CPU nothing is compiled, and a GRPO rollout is mostly prompt: a nano 2x1 pair rollout is ~58 positions, of which
+the completion is 2–3, so ~95% of the head's forward and backward work is on positions whose result is thrown away.
 
 :func:`completion_positions_only` makes TRL take its compact path (the one it takes on CUDA) while it is entered:
 the log-probs, entropies and gradients are those of the same rows, so the result is the same up to float
 summation order (tested: training logs equal), only less work. Measured on nano-v10 (2x1 pair, 16 prompts × 8,
 one thread): 1.20 → 0.91 s per GRPO step. ``jrl_core.train``'s trainer enters it around each log-prob pass when
-:class:`jrl_core.train.GRPOSettings` ``score_completions_only`` is on (the default at both scales: on CUDA it
-changes nothing).
+:class:`jrl_core.train.GRPOSettings` ``score_completions_only`` is on (the default at both scales: where TRL's
+Triton kernels run, CUDA or XPU with Triton, TRL already does this and nothing changes; on devices that compile per
+tile shape, such as XLA/Neuron, turn it off with ``--set grpo.score_completions_only=false``).
 
 How: TRL decides with ``trl.trainer.utils._use_triton(device)``; inside the block that name answers True, which
 selects the compact path only (the kernel module keeps its own ``_use_triton``, so the Triton kernels are still

@@ -26,8 +26,10 @@ prefill pass with repeated prompts
    decoding steps, the sampling and its random draws see the same batch as before.
 
 The result equals the plain forward up to float summation order (tested: hidden states and gradients, generated
-completions), so it is an exact speed-up, not a change of the algorithm. Everything else (evaluation, models
-without a ``get_rope_index`` backbone such as InternVL, batches with nothing repeated) takes the model's own forward.
+completions), so it is an exact speed-up, not a change of the algorithm. Everything else (evaluation outside the
+trainer, models without a ``get_rope_index`` backbone such as InternVL, batches with nothing repeated, static or
+quantized caches) takes the model's own forward. Under ZeRO-3 or FSDP the ranks would have to agree on whether a
+pass is shared (their parameter gathers must match), so ``jrl_core.train`` refuses ``share_prompts`` there.
 :class:`jrl_core.train.GRPOSettings` ``share_prompts`` turns it on (on in the nano preset, opt-in at paper scale).
 """
 
@@ -121,6 +123,8 @@ class PromptSharing:
                 video_grid_thw=None, mm_token_type_ids=None, **kwargs):
         """The backbone's forward, with the prompt computed once per distinct prompt inside :meth:`scoring` and,
         for a generation's prefill pass, inside :meth:`generating`."""
+        if cache is None:  # the deprecated name: keep the caller's cache under the one the model reads
+            cache = kwargs.pop("past_key_values", None)
         plain = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
                      inputs_embeds=inputs_embeds, use_cache=use_cache, pixel_values=pixel_values,
                      pixel_values_videos=pixel_values_videos, image_grid_thw=image_grid_thw,
@@ -128,8 +132,8 @@ class PromptSharing:
         if self.prefill and self.prompt_length is None:
             return self._prefill(plain)
         p = self.prompt_length
-        if (p is None or input_ids is None or attention_mask is None or cache is not None or kwargs.get("past_key_values")
-                is not None or inputs_embeds is not None or position_ids is not None or pixel_values_videos is not None
+        if (p is None or input_ids is None or attention_mask is None or cache is not None
+                or inputs_embeds is not None or position_ids is not None or pixel_values_videos is not None
                 or mm_token_type_ids is None or not 0 < p < input_ids.shape[1]):
             return self.original(**plain)
         if self._checkpointing():  # the layers would drop the prompt's keys and values: recompute as usual
@@ -145,18 +149,20 @@ class PromptSharing:
         """A generation pass: the distinct prompts once into the (empty) cache, then the cache rows and hidden
         states copied to every row; any other pass (a decoding step, nothing repeated) runs as usual.
 
-        ``generate`` may have encoded the images already (``mm_encoder_outputs``, one pooled tensor per image) or
-        pass ``pixel_values``; rows share a prompt only with equal tokens, mask and images either way."""
+        ``generate`` may have encoded the images already (``mm_encoder_outputs``, one pooled tensor per image;
+        transformers 5 does) or pass ``pixel_values``; rows share a prompt only with equal tokens, mask and images
+        either way. Only a plain ``DynamicCache`` with a 2-D (or no) attention mask is shared; static, quantized or
+        other caches take the model's own pass."""
         import torch
+        from transformers import DynamicCache
 
         kw = dict(plain)
         cache = kw.pop("cache")
-        if cache is None:
-            cache = kw.pop("past_key_values", None)
         input_ids, attention_mask, position_ids = kw["input_ids"], kw["attention_mask"], kw["position_ids"]
         encoded = kw.get("mm_encoder_outputs") or {}
-        if (cache is None or cache.get_seq_length() != 0 or input_ids is None or position_ids is None
-                or kw["inputs_embeds"] is not None or kw["pixel_values_videos"] is not None
+        if (type(cache) is not DynamicCache or cache.get_seq_length() != 0 or input_ids is None
+                or position_ids is None or position_ids.ndim != 3
+                or (attention_mask is not None and attention_mask.ndim != 2) or kw["inputs_embeds"] is not None or kw["pixel_values_videos"] is not None
                 or encoded.get("video") is not None or kw["mm_token_type_ids"] is None
                 or kw.get("output_attentions") or kw.get("output_hidden_states")):
             return self.original(**plain)
@@ -164,7 +170,8 @@ class PromptSharing:
         mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
         pooled = getattr(encoded.get("image"), "pooler_output", None)
         if pooled is not None:  # images encoded by generate: one pooled tensor per image
-            plan = self._plan_encoded(input_ids, mask, pooled)
+            image_tokens = (kw["mm_token_type_ids"] == 1).sum(1).tolist()  # per row: its images' placeholders
+            plan = self._plan_encoded(input_ids, mask, pooled, image_tokens)
         else:
             plan = self._plan(input_ids, mask, length, kw["pixel_values"], kw["image_grid_thw"])
         if plan is None:
@@ -193,23 +200,29 @@ class PromptSharing:
         return out
 
     @staticmethod
-    def _plan_encoded(input_ids, mask, pooled):
+    def _plan_encoded(input_ids, mask, pooled, mask_image_tokens: list[int] | None = None):
         """``(keep, inverse, images per row)`` from pooled image tensors (equal tensors = the same image), or
-        None when nothing repeats or the images do not map to rows."""
+        None when nothing repeats or the images do not map to rows (every row must hold the same number of images,
+        and its image tokens must number what its images pooled to)."""
         import torch
 
         rows = input_ids.shape[0]
         if len(pooled) % rows:
             return None
         per_row = len(pooled) // rows
-        firsts: list[int] = []  # one image index per distinct image
+        tokens = [sum(len(pooled[r * per_row + j]) for j in range(per_row)) for r in range(rows)]
+        if mask_image_tokens is not None and mask_image_tokens != tokens:
+            return None
+        sums = torch.stack([t.detach().float().sum() for t in pooled]).tolist() if pooled else []  # one sync
+        buckets: dict[tuple, list[tuple[int, int]]] = {}  # (shape, checksum) -> [(image index, id)]
         ids = []
-        for t in pooled:
-            same = next((k for k, f in enumerate(firsts) if pooled[f].shape == t.shape and torch.equal(pooled[f], t)),
-                        None)
+        n_distinct = 0
+        for i, t in enumerate(pooled):
+            bucket = buckets.setdefault((tuple(t.shape), sums[i]), [])
+            same = next((d for j, d in bucket if torch.equal(pooled[j], t)), None)
             if same is None:
-                same = len(firsts)
-                firsts.append(len(ids))
+                same, n_distinct = n_distinct, n_distinct + 1
+                bucket.append((i, same))
             ids.append(same)
         keys = [tuple(ids[r * per_row:(r + 1) * per_row]) for r in range(rows)]
         keep, inverse = prompt_groups(input_ids, mask, input_ids.shape[1], keys)
@@ -285,7 +298,8 @@ class PromptSharing:
 
 def share_prompts(model) -> list[PromptSharing]:
     """Let every Qwen-VL backbone in ``model`` compute each distinct prompt once inside
-    :meth:`PromptSharing.scoring` (see the module docstring); outside it the model is unchanged. Idempotent per
+    :meth:`PromptSharing.scoring` and a generation's prefill once per distinct prompt inside
+    :meth:`PromptSharing.generating` (see the module docstring); outside them the model is unchanged. Idempotent per
     backbone. Returns the :class:`PromptSharing` handles (empty for models without such a backbone)."""
     from jrl_core.shared_images import install_once
 

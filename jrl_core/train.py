@@ -255,8 +255,10 @@ def _trainer_classes():
         advantages are TRL's, before centring). Under several processes each centres its own
         slice of the batch.
 
-        ``share_images`` / ``share_prompts`` (with ``share_prefill``) / ``score_completions_only``: exact speed-ups of the log-prob passes
-        (:mod:`jrl_core.shared_images`, :mod:`jrl_core.shared_prompts`, :mod:`jrl_core.completion_scoring`).
+        ``share_images`` / ``share_prompts`` / ``score_completions_only``: exact speed-ups of the log-prob passes
+        (:mod:`jrl_core.shared_images`, :mod:`jrl_core.shared_prompts`, :mod:`jrl_core.completion_scoring`);
+        ``share_prefill`` (with ``share_prompts``): of the rollout generation's prefill. ``share_prompts`` raises
+        ``ValueError`` under ZeRO-3 or FSDP.
 
         Every rollout of every step is appended to ``completion_log`` (JSON lines), one record
         per completion: ``step``, ``prompt_id``, ``completion`` (text), ``rewards`` (reward
@@ -266,9 +268,13 @@ def _trainer_classes():
         """
 
         def __init__(self, *args, completion_log: str | Path | None = None, letter_centring: bool = False,
-                     share_images: bool = False, share_prompts: bool = False, share_prefill: bool = False,
+                     share_images: bool = False, share_prompts: bool = False, share_prefill: bool = True,
                      score_completions_only: bool = False, **kwargs):
             super().__init__(*args, **kwargs)
+            if share_prompts and (self.is_fsdp_enabled or (self.is_deepspeed_enabled and getattr(
+                    self.accelerator.state.deepspeed_plugin, "zero_stage", 0) == 3)):
+                raise ValueError("share_prompts with ZeRO-3 or FSDP: ranks could disagree on which passes are shared "
+                                 "and hang in their parameter gathers; set grpo.share_prompts=false.")
             self.score_completions_only = score_completions_only
             self.share_prefill = share_prefill
             self.completion_log = Path(completion_log) if completion_log else None

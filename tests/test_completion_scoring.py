@@ -54,7 +54,9 @@ def test_grpo_logs_are_the_same_with_fewer_positions_projected(nano_dir, tmp_pat
                                    save_fraction=0.0, report_to=())
     state = {k: v.clone() for k, v in model.state_dict().items()}
     seen = _spy_rows_scored(monkeypatch)
+    original = trl_utils._use_triton
     train.train_grpo(model, processor, rows, settings, tmp_path / "on", save_final=False)
+    assert trl_utils._use_triton is original  # switched on only around the passes
     on_rows, seen[:] = list(seen), []
     model.load_state_dict(state)
     off = dataclasses.replace(settings, score_completions_only=False)

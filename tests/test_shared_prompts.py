@@ -125,6 +125,10 @@ def test_grpo_trainer_scores_each_prompt_once_with_the_same_losses(nano_dir, tmp
     policy = trainer.prompt_sharing[0]
     assert policy is sharing[0]  # one wrapper per backbone, kept across trainers: its counters accumulate
     assert policy.prefills == 2 and policy.calls >= 4  # scored shared again, generated plainly
+    unshared_prefill = pd.read_csv(tmp_path / "no_prefill" / "train_log.csv")
+    for col in ("loss", "kl", "reward", "entropy"):
+        torch.testing.assert_close(torch.tensor(unshared_prefill[col].values), torch.tensor(on[col].values),
+                                   rtol=1e-3, atol=1e-5)
     plain = pd.read_csv(tmp_path / "off" / "train_log.csv")
     for col in ("loss", "kl", "reward", "entropy"):
         torch.testing.assert_close(torch.tensor(on[col].values), torch.tensor(plain[col].values), rtol=1e-3, atol=1e-5)
@@ -155,3 +159,35 @@ def test_generation_prefill_runs_each_prompt_once_with_the_same_completions(nano
     torch.testing.assert_close(scores1[finite], scores0[finite], rtol=1e-4, atol=1e-4)
     sample()  # outside generating(): the model's own forward
     assert sharing.prefills == 1
+
+
+def test_prefill_keeps_caches_it_cannot_share_and_the_old_cache_name(nano_dir):
+    from transformers import DynamicCache, StaticCache
+
+    model, processor = nano.load_model(str(nano_dir))
+    batch, width = _batch(processor, copies=2)
+    prompt = {k: (v[:, :width] if k in ("input_ids", "attention_mask", "mm_token_type_ids") else v)
+              for k, v in batch.items() if k != "use_cache"}
+    sharing = share_prompts(model)[0]
+    cache = DynamicCache(config=model.config.get_text_config())
+    with torch.no_grad():
+        model.model(**prompt, past_key_values=cache, use_cache=True)  # the deprecated name, outside any block
+    assert cache.get_seq_length() == width  # the caller's cache was filled, not dropped
+    static = StaticCache(config=model.config.get_text_config(), max_cache_len=width + 4)
+    with sharing.generating(), torch.no_grad():
+        model.generate(**{k: v for k, v in prompt.items()}, past_key_values=static, max_new_tokens=2,
+                       do_sample=False)
+    assert sharing.prefills == 0  # a static cache has no row copy: the model's own pass
+
+
+def test_encoded_images_group_rows_only_when_they_map_to_rows():
+    from jrl_core.shared_prompts import PromptSharing
+
+    ids = torch.tensor([[1, 9, 9, 2]] * 4)
+    mask = torch.ones_like(ids)
+    a, b = torch.ones(2, 3), torch.zeros(2, 3)
+    pooled = (a, a.clone(), b, a)  # one image per row; rows 0, 1 and 3 show the same picture
+    assert PromptSharing._plan_encoded(ids, mask, pooled, [2, 2, 2, 2]) == ([0, 2], [0, 0, 1, 0], 1)
+    assert PromptSharing._plan_encoded(ids, mask, pooled, [2, 2, 2, 3]) is None  # tokens do not match images
+    assert PromptSharing._plan_encoded(ids, mask, pooled[:3], None) is None  # 3 images for 4 rows
+    assert PromptSharing._plan_encoded(ids, mask, (a, b, a + 1, a + 2), None) is None  # nothing repeats
