@@ -19,3 +19,23 @@ def tiny_config():
 def nano_dir(tmp_path_factory):
     """Folder of a built TINY checkpoint (safetensors + processor), in a temporary cache."""
     return nano.build_nano(TINY, cache_dir=tmp_path_factory.mktemp("cache"), progress=False)
+
+
+@pytest.fixture
+def grpo_case(nano_dir):
+    """Two GRPO trainings from the same start: a freshly loaded TINY model and processor, four 2x1 pair rows, nano
+    settings for 2 steps × 2 prompts × 4 rollouts, and ``state`` (the initial weights, to reload between trainings)."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from jrl_core import train
+    from jrl_core.images import load_photos, sample_views
+    from jrl_core.puzzles import PuzzleSpec, build_rows
+
+    model, processor = nano.load_model(str(nano_dir))
+    rows = build_rows(sample_views(load_photos("skimage", "train"), 4, seed=0, size=56),
+                      PuzzleSpec(m=2, n=1, question_type="pair"), n_items=4, seed=0)
+    settings = dataclasses.replace(train.NANO, steps=2, prompts_per_step=2, num_generations=4, warmup_ratio=0,
+                                   save_fraction=0.0, report_to=())
+    return SimpleNamespace(model=model, processor=processor, rows=rows, settings=settings,
+                           state={k: v.clone() for k, v in model.state_dict().items()})

@@ -6,10 +6,8 @@ import pandas as pd
 import torch
 from trl.trainer import utils as trl_utils
 
-from jrl_core import nano, train
+from jrl_core import train
 from jrl_core.completion_scoring import completion_positions_only
-from jrl_core.images import load_photos, sample_views
-from jrl_core.puzzles import PuzzleSpec, build_rows
 
 
 def test_the_switch_is_on_inside_the_block_and_restored_after_an_error():
@@ -46,13 +44,9 @@ def _spy_rows_scored(monkeypatch) -> list[int]:
     return seen
 
 
-def test_grpo_logs_are_the_same_with_fewer_positions_projected(nano_dir, tmp_path, monkeypatch):
-    model, processor = nano.load_model(str(nano_dir))
-    rows = build_rows(sample_views(load_photos("skimage", "train"), 4, seed=0, size=56),
-                      PuzzleSpec(m=2, n=1, question_type="pair"), n_items=4, seed=0)
-    settings = dataclasses.replace(train.NANO, steps=2, prompts_per_step=2, num_generations=4, warmup_ratio=0,
-                                   save_fraction=0.0, report_to=())
-    state = {k: v.clone() for k, v in model.state_dict().items()}
+def test_grpo_logs_are_the_same_with_fewer_positions_projected(grpo_case, tmp_path, monkeypatch):
+    model, processor, rows, settings, state = (grpo_case.model, grpo_case.processor, grpo_case.rows,
+                                               grpo_case.settings, grpo_case.state)
     seen = _spy_rows_scored(monkeypatch)
     original = trl_utils._use_triton
     train.train_grpo(model, processor, rows, settings, tmp_path / "on", save_final=False)

@@ -102,13 +102,9 @@ def test_gradient_checkpointing_falls_back_to_the_plain_forward(nano_dir):
     assert sharing.calls == 1
 
 
-def test_grpo_trainer_scores_each_prompt_once_with_the_same_losses(nano_dir, tmp_path):
-    model, processor = nano.load_model(str(nano_dir))
-    rows = build_rows(sample_views(load_photos("skimage", "train"), 4, seed=0, size=56),
-                      PuzzleSpec(m=2, n=1, question_type="pair"), n_items=4, seed=0)
-    settings = dataclasses.replace(train.NANO, steps=2, prompts_per_step=2, num_generations=4, warmup_ratio=0,
-                                   save_fraction=0.0, report_to=())
-    state = {k: v.clone() for k, v in model.state_dict().items()}
+def test_grpo_trainer_scores_each_prompt_once_with_the_same_losses(grpo_case, tmp_path):
+    model, processor, rows, settings, state = (grpo_case.model, grpo_case.processor, grpo_case.rows,
+                                               grpo_case.settings, grpo_case.state)
     trainer, _ = train.train_grpo(model, processor, rows, settings, tmp_path / "on", save_final=False)
     sharing = list(trainer.prompt_sharing)
     assert len(sharing) == 2  # policy and reference model (β = 0.04)
