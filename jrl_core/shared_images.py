@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["ImageSharing", "find_vision_towers", "install_once", "select_images", "share_images", "unique_images"]
+__all__ = ["ImageSharing", "distinct_tensors", "find_vision_towers", "install_once", "select_images", "share_images",
+           "unique_images"]
 
 
 def find_vision_towers(model) -> list:
@@ -51,18 +52,29 @@ def unique_images(pixel_values, grid_thw) -> tuple[list[int], list[int]]:
     chunks = torch.split(pixel_values, sizes)
     sums = pixel_values.detach().float().sum(-1)
     checks = [float(s.sum()) for s in torch.split(sums, sizes)]
-    grids = [tuple(g) for g in grid_thw.tolist()]
-    buckets: dict[tuple, list[int]] = {}  # (grid, checksum) -> positions in keep
+    return distinct_tensors(chunks, [(tuple(g), c) for g, c in zip(grid_thw.tolist(), checks, strict=True)])
+
+
+def distinct_tensors(tensors, keys: list) -> tuple[list[int], list[int]]:
+    """Which of ``tensors`` are equal: ``(keep, inverse)`` as in :func:`unique_images`.
+
+    ``keys[i]`` is a hashable summary of ``tensors[i]`` (e.g. its shape and a checksum) that equal tensors share;
+    only tensors with equal keys are compared, with ``torch.equal``. Raises ``ValueError`` when the lengths differ.
+    """
+    import torch
+
+    if len(keys) != len(tensors):
+        raise ValueError(f"{len(keys)} keys for {len(tensors)} tensors.")
+    buckets: dict = {}  # key -> positions in keep
     keep: list[int] = []
     inverse: list[int] = []
-    for i, chunk in enumerate(chunks):
-        key = (grids[i], checks[i])
-        for k in buckets.get(key, ()):
-            if torch.equal(chunks[keep[k]], chunk):
+    for i, t in enumerate(tensors):
+        for k in buckets.get(keys[i], ()):
+            if torch.equal(tensors[keep[k]], t):
                 inverse.append(k)
                 break
         else:
-            buckets.setdefault(key, []).append(len(keep))
+            buckets.setdefault(keys[i], []).append(len(keep))
             inverse.append(len(keep))
             keep.append(i)
     return keep, inverse

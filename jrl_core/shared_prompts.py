@@ -39,6 +39,13 @@ import contextlib
 import copy
 from dataclasses import dataclass
 
+from jrl_core.shared_images import (  # torch-free import
+    distinct_tensors,
+    install_once,
+    select_images,
+    unique_images,
+)
+
 __all__ = ["PromptSharing", "find_backbones", "share_prompts", "prompt_groups"]
 
 
@@ -162,11 +169,11 @@ class PromptSharing:
         encoded = kw.get("mm_encoder_outputs") or {}
         if (type(cache) is not DynamicCache or cache.get_seq_length() != 0 or input_ids is None
                 or position_ids is None or position_ids.ndim != 3
-                or (attention_mask is not None and attention_mask.ndim != 2) or kw["inputs_embeds"] is not None or kw["pixel_values_videos"] is not None
-                or encoded.get("video") is not None or kw["mm_token_type_ids"] is None
+                or (attention_mask is not None and attention_mask.ndim != 2) or kw["inputs_embeds"] is not None
+                or kw["pixel_values_videos"] is not None or encoded.get("video") is not None or kw["mm_token_type_ids"] is None
                 or kw.get("output_attentions") or kw.get("output_hidden_states")):
             return self.original(**plain)
-        rows, length = input_ids.shape
+        length = input_ids.shape[1]
         mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
         pooled = getattr(encoded.get("image"), "pooler_output", None)
         if pooled is not None:  # images encoded by generate: one pooled tensor per image
@@ -178,18 +185,12 @@ class PromptSharing:
             return self.original(**plain)
         keep, inverse, image_rows = plan
         self.prefills += 1
-        self.rows += len(inverse)
-        self.prompts += len(keep)
-        keep_t = torch.tensor(keep, device=input_ids.device)
-        inv_t = torch.tensor(inverse, device=input_ids.device)
-        images = [r * image_rows + j for r in keep for j in range(image_rows)] if image_rows else []
-        if pooled is not None:
+        keep_t, inv_t, images = self._take(keep, inverse, image_rows, input_ids.device)
+        if pooled is not None:  # the kept rows' images, in row order
             image_out = copy.copy(encoded["image"])
             image_out.pooler_output = tuple(pooled[i] for i in images)
             kw["mm_encoder_outputs"] = {**encoded, "image": image_out}
-        elif kw["pixel_values"] is not None:  # the kept rows' images, in row order
-            from jrl_core.shared_images import select_images
-
+        elif kw["pixel_values"] is not None:
             kw["pixel_values"], kw["image_grid_thw"] = select_images(kw["pixel_values"], kw["image_grid_thw"], images)
         kw.update(input_ids=input_ids[keep_t], position_ids=position_ids[:, keep_t],
                   attention_mask=None if attention_mask is None else attention_mask[keep_t],
@@ -214,19 +215,27 @@ class PromptSharing:
         if mask_image_tokens is not None and mask_image_tokens != tokens:
             return None
         sums = torch.stack([t.detach().float().sum() for t in pooled]).tolist() if pooled else []  # one sync
-        buckets: dict[tuple, list[tuple[int, int]]] = {}  # (shape, checksum) -> [(image index, id)]
-        ids = []
-        n_distinct = 0
-        for i, t in enumerate(pooled):
-            bucket = buckets.setdefault((tuple(t.shape), sums[i]), [])
-            same = next((d for j, d in bucket if torch.equal(pooled[j], t)), None)
-            if same is None:
-                same, n_distinct = n_distinct, n_distinct + 1
-                bucket.append((i, same))
-            ids.append(same)
-        keys = [tuple(ids[r * per_row:(r + 1) * per_row]) for r in range(rows)]
-        keep, inverse = prompt_groups(input_ids, mask, input_ids.shape[1], keys)
+        _, ids = distinct_tensors(pooled, [(tuple(t.shape), c) for t, c in zip(pooled, sums, strict=True)])
+        return PromptSharing._grouped(input_ids, mask, input_ids.shape[1], ids, per_row)
+
+    @staticmethod
+    def _grouped(input_ids, mask, p, image_ids: list[int] | None, per_row: int | None):
+        """``(keep, inverse, per_row)`` for rows grouped by prompt and images (``image_ids``: each image's
+        distinct-image id, ``per_row`` images per row; None without images), or None when nothing repeats."""
+        rows = input_ids.shape[0]
+        keys = None if image_ids is None else [tuple(image_ids[r * per_row:(r + 1) * per_row]) for r in range(rows)]
+        keep, inverse = prompt_groups(input_ids, mask, p, keys)
         return None if len(keep) == rows else (keep, inverse, per_row)
+
+    def _take(self, keep: list[int], inverse: list[int], image_rows: int | None, device):
+        """Count a shared pass's rows and prompts; returns ``keep`` and ``inverse`` as tensors and the indices of
+        the kept rows' images (``image_rows`` images per row, in row order; ``[]`` without images)."""
+        import torch
+
+        self.rows += len(inverse)
+        self.prompts += len(keep)
+        images = [r * image_rows + j for r in keep for j in range(image_rows)] if image_rows else []
+        return torch.tensor(keep, device=device), torch.tensor(inverse, device=device), images
 
     def _checkpointing(self) -> bool:
         """Whether this pass recomputes layers in the backward (gradient checkpointing with gradients on), which
@@ -239,44 +248,28 @@ class PromptSharing:
 
     def _plan(self, input_ids, attention_mask, p, pixel_values, image_grid_thw):
         """``(keep, inverse, image_rows)`` or None when nothing repeats or the images do not map to rows."""
-        from jrl_core.shared_images import unique_images
-
         rows = input_ids.shape[0]
-        image_keys = image_rows = None
-        if pixel_values is not None:
-            if image_grid_thw is None or image_grid_thw.shape[0] % rows:
-                return None  # images per row differ: leave it to the model
-            per_row = image_grid_thw.shape[0] // rows
-            _, image_inverse = unique_images(pixel_values, image_grid_thw)
-            image_keys = [tuple(image_inverse[r * per_row:(r + 1) * per_row]) for r in range(rows)]
-            image_rows = per_row
-        keep, inverse = prompt_groups(input_ids, attention_mask, p, image_keys)
-        if len(keep) == rows:
-            return None
-        return keep, inverse, image_rows
+        if pixel_values is None:
+            return self._grouped(input_ids, attention_mask, p, None, None)
+        if image_grid_thw is None or image_grid_thw.shape[0] % rows:
+            return None  # images per row differ: leave it to the model
+        _, image_ids = unique_images(pixel_values, image_grid_thw)
+        return self._grouped(input_ids, attention_mask, p, image_ids, image_grid_thw.shape[0] // rows)
 
     def _shared(self, input_ids, attention_mask, p, pixel_values, image_grid_thw, mm_token_type_ids, keep, inverse,
                 image_rows, kwargs):
         import torch
         from transformers import DynamicCache
 
-        from jrl_core.shared_images import select_images
-
         bb = self.backbone
         self.calls += 1
-        self.rows += len(inverse)
-        self.prompts += len(keep)
-        device = input_ids.device
-        keep_t = torch.tensor(keep, device=device)
-        inv_t = torch.tensor(inverse, device=device)
+        keep_t, inv_t, images = self._take(keep, inverse, image_rows, input_ids.device)
         positions, _ = bb.get_rope_index(input_ids, mm_token_type_ids=mm_token_type_ids, image_grid_thw=image_grid_thw,
                                          attention_mask=attention_mask)
         prompt_kw = {}
         if pixel_values is not None:  # the kept rows' images, in row order
-            images = [r * image_rows + j for r in keep for j in range(image_rows)]
             prompt_kw["pixel_values"], prompt_kw["image_grid_thw"] = select_images(pixel_values, image_grid_thw, images)
         cache = DynamicCache(config=bb.config.get_text_config())
-        kwargs = {k: v for k, v in kwargs.items() if k != "past_key_values"}
         head = self.original(input_ids=input_ids[keep_t, :p], attention_mask=attention_mask[keep_t, :p],
                              position_ids=positions[:, keep_t, :p], cache=cache, use_cache=True,
                              mm_token_type_ids=mm_token_type_ids[keep_t, :p], **prompt_kw, **kwargs)
@@ -301,8 +294,6 @@ def share_prompts(model) -> list[PromptSharing]:
     :meth:`PromptSharing.scoring` and a generation's prefill once per distinct prompt inside
     :meth:`PromptSharing.generating` (see the module docstring); outside them the model is unchanged. Idempotent per
     backbone. Returns the :class:`PromptSharing` handles (empty for models without such a backbone)."""
-    from jrl_core.shared_images import install_once
-
     def make(bb):
         sharing = PromptSharing(bb, original=bb.forward)
         bb.forward = sharing.forward  # instance attribute: nn.Module.__call__ reaches it, the class is untouched

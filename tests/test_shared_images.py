@@ -73,3 +73,16 @@ def test_grpo_trainer_shares_images_of_a_group(nano_dir, tmp_path):
     off = dataclasses.replace(settings, share_images=False)
     trainer, _ = train.train_grpo(model, processor, rows, off, tmp_path / "off", save_final=False)
     assert trainer.image_sharing == []
+
+
+def test_distinct_tensors_compares_only_within_a_key():
+    import pytest
+    import torch
+
+    from jrl_core.shared_images import distinct_tensors
+
+    a, b = torch.zeros(2), torch.ones(2)
+    assert distinct_tensors([a, b, a.clone(), b], ["k", "k", "k", "k"]) == ([0, 1], [0, 1, 0, 1])
+    assert distinct_tensors([a, a.clone()], ["k1", "k2"]) == ([0, 1], [0, 1])  # other keys: never the same
+    with pytest.raises(ValueError, match="keys"):
+        distinct_tensors([a], [])
