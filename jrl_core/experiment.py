@@ -290,9 +290,12 @@ _PAIRED_FIELDS = ("question_type", "size", "shuffle_mn", "n_test", "photo_source
 
 
 def _test_source(source: str) -> str:
-    """The photo source whose *test* split a recipe's held-out set is cut from ("packages" adds training photos
-    only: its test split is "skimage"'s)."""
-    return "skimage" if source == "packages" else source
+    """The photo source whose *test* split a recipe's held-out set is cut from ("packages" and a "+synthetic"
+    suffix add training pictures only: "packages+synthetic" has "skimage"'s test split)."""
+    from jrl_core.images import split_synthetic
+
+    base = split_synthetic(source)[0]
+    return "skimage" if base == "packages" else base
 
 
 def _puzzles_of(exp: Experiment) -> dict:

@@ -171,8 +171,8 @@ def test_agreement_and_wall_time_texts():
 
 
 def test_more_training_photos_pair_with_the_skimage_arm_but_another_test_set_does_not(tmp_path):
-    """"packages" only adds training photos (same held-out puzzles as "skimage"), so the two arms pair;
-    a folder source has its own test split, so it does not."""
+    """"packages" and a "+synthetic" suffix only add training pictures (same held-out puzzles as "skimage"), so
+    the arms pair; a folder source has its own test split, so it does not."""
     from PIL import Image
 
     for i in range(12):
@@ -180,6 +180,9 @@ def test_more_training_photos_pair_with_the_skimage_arm_but_another_test_set_doe
     arms = experiment.load_arms({"skimage": "nano/rq1_2x1_pair", "packages": "nano/rq1_2x1_pair"}, {"grpo.steps": 1})
     arms["packages"] = experiment.load_recipe("nano/rq1_2x1_pair", {"grpo.steps": 1, "photo_source": "packages"})
     assert experiment.check_contrasts(arms, [{"a": "packages", "b": "skimage"}])[0].a == "packages"
+    for name, source in (("photos only", "skimage"), ("with pictures", "skimage+synthetic")):
+        arms[name] = experiment.load_recipe("nano/rq1_2x1_pair", {"grpo.steps": 1, "photo_source": source})
+    assert experiment.check_contrasts(arms, [{"a": "with pictures", "b": "photos only"}])[0].a == "with pictures"
     arms["folder"] = experiment.load_recipe("nano/rq1_2x1_pair", {"grpo.steps": 1, "photo_source": str(tmp_path)})
     with pytest.raises(ValueError, match="photo_source"):
         experiment.check_contrasts(arms, [{"a": "folder", "b": "skimage"}])

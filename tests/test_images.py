@@ -13,11 +13,13 @@ from jrl_core.images import (
     PACKAGE_PHOTOS,
     SKIMAGE_PHOTOS,
     SKIMAGE_TEST,
+    SYNTHETIC_TRAIN_PICTURES,
     Photo,
     SkipRecord,
     hash_split,
     load_photos,
     sample_views,
+    split_synthetic,
     to_rgb,
 )
 
@@ -60,6 +62,30 @@ def test_packages_source_adds_train_photos_and_keeps_the_test_split(skimage_trai
     assert {"aero", "ascent"} <= gray  # PyWavelets' .npz arrays are grayscale, stored as three equal channels
     views = sample_views(train, 2 * len(train), seed=0, size=32)
     assert {v.image_id.split("#")[0] for v in views} == {p.image_id for p in train}
+
+
+def test_synthetic_suffix_adds_procedural_train_pictures_and_keeps_the_test_split(skimage_train):
+    train = load_photos("skimage+synthetic", "train")
+    assert [p.image_id for p in train[:len(skimage_train)]] == [p.image_id for p in skimage_train]
+    extra = train[len(skimage_train):]
+    assert len(extra) == SYNTHETIC_TRAIN_PICTURES and all(p.image_id.startswith("synthetic/") for p in extra)
+    assert all(p.image.mode == "RGB" for p in extra)
+    assert load_photos("skimage+synthetic", "test") == load_photos("skimage", "test")  # same held-out puzzles
+    again = load_photos("skimage+synthetic:3", "train")[len(skimage_train):]
+    assert [p.image_id for p in again] == [p.image_id for p in extra[:3]]  # the same pictures, a prefix
+    assert np.array_equal(np.asarray(again[0].image), np.asarray(extra[0].image))
+    packages = load_photos("packages+synthetic:2", "train")
+    assert len(packages) == len(skimage_train) + len(PACKAGE_PHOTOS) + 2
+
+
+def test_split_synthetic_parses_the_suffix_and_names_a_bad_count():
+    assert split_synthetic("skimage") == ("skimage", 0)
+    assert split_synthetic("skimage+synthetic") == ("skimage", SYNTHETIC_TRAIN_PICTURES)
+    assert split_synthetic("/data/photos+synthetic:7") == ("/data/photos", 7)
+    assert split_synthetic("a+synthetically") == ("a+synthetically", 0)  # not the suffix: a folder name
+    for bad in ("skimage+synthetic:0", "skimage+synthetic:x", "skimage+synthetic:"):
+        with pytest.raises(ValueError, match=r"\+synthetic:42"):
+            split_synthetic(bad)
 
 
 def test_npz_photo_must_hold_one_uint8_array(tmp_path):
