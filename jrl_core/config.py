@@ -512,7 +512,10 @@ class Experiment:
             ``grpo`` overrides apply to.
         photo_source: ``"skimage"`` (bundled photos), ``"packages"`` (skimage's plus five photos shipped in
             installed packages, same test split; ``jrl_core.images.PACKAGE_PHOTOS``), a folder of images, or a
-            COCO data dir.
+            COCO data dir; any of them with ``"+synthetic[:N]"`` appended adds N procedural pictures to the train
+            split only (``jrl_core.images.SYNTHETIC_TRAIN_PICTURES``). Default ``"skimage+synthetic"``: the
+            14 training photos plus 42 dead-leaves pictures, the 5 test photos held out (nano scale; the paper
+            recipes train on COCO, ``photo_source: data``).
         size: training puzzle size ``"mxn"`` (m, n ≥ 1, m·n ≥ 2; Jigsaw-R1 trains 2x1 by default);
             ignored when ``curriculum`` is given.
         curriculum: e.g. ``"3x1:1000,4x1"`` (size, step where the next starts; ``schedules.Curriculum``);
@@ -549,7 +552,7 @@ class Experiment:
     name: str = "nano_2x1_pair"
     model: str = "nano"
     scale: str = "nano"
-    photo_source: str = "skimage"
+    photo_source: str = "skimage+synthetic"
     size: str = "2x1"
     curriculum: str = ""
     question_type: str = "pair"

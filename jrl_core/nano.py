@@ -106,6 +106,10 @@ class NanoConfig:
     vision_pretrain_tasks: tuple[str, ...] = ()  # empty = perception.VISION_TASKS
     vision_synthetic_pictures: int = 0  # procedural dead-leaves pictures (jrl_core.synthetic) added to stage 1; 0 = none
     vision_synthetic_share: float = 0.5  # share of the stage-1 pool cut from them (when vision_synthetic_pictures > 0)
+    # Session 12, 1,024 pictures at share 0.5, recipe v10 otherwise: swap probe 0.85 / 0.88 -> 0.903 / 0.887, but the
+    # base wrote a letter for 1.3% of RQ1's 2x1 prompts (v10: 60%) and GRPO seeds 0 / 1 reached 73.3 / 75.7% (v10:
+    # 86.3 / 86.0%; one answer cell locked): not adopted. The pictures help as GRPO training images instead
+    # (jrl_core.images.SYNTHETIC_TRAIN_PICTURES).
     freeze_vision: bool = False  # v6: stage 2 trains the encoder too (v5: True, LLaVA-style); probe on image tokens
     # 0.81 -> 0.89, RQ1 GRPO seeds 0/1/2 72.0/73.3/74.0% -> 76.7/82.3/77.3% (measured session 7)
     # Stage 2, visual instruction pretraining (perception.pretrain); 0 steps = random init.
