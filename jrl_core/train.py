@@ -80,7 +80,8 @@ PAPER = GRPOSettings()
 """Protocol §6, non-thinking (use ``steps=1000`` for thinking runs)."""
 
 NANO = GRPOSettings(
-    steps=300,  # nano-v10, one thread: ~0.7 s per step (session 11); 2x1 pair 50.7% -> 86.3 / 86.0 / 86.7% (seeds 0-2)
+    steps=300,  # nano-v10, one thread: ~0.7 s per step (session 11); 2x1 pair 50.7% -> 87.0 / 88.0 / 84.7% (seeds 0-2,
+    # photos + procedural pictures, session 12; photos alone 86.3 / 86.0 / 86.7%)
     prompts_per_step=16,  # 4 prompts/step let the A/B answer bias random-walk to "always A" (spine issue)
     num_generations=8,
     learning_rate=3e-5,  # v10: 1e-4 lets a prompt variant drift onto one letter in some seeds (v8 base: 82/69/76%,
