@@ -10,8 +10,9 @@ code of the issue), ``v5`` the v5 tokenizer alone, ``v5+images`` adds each disti
 (``GRPOSettings.share_prompts``, :mod:`jrl_core.shared_prompts`) and, in the build, the encoder trained in stage 2
 too (recipe v6: more work per instruction-stage step, a stronger base); ``+completions`` adds TRL's LM head projecting
 only completion positions (``GRPOSettings.score_completions_only``, :mod:`jrl_core.completion_scoring`), and
-``+prefill``, the current default, a generation's prefill running each distinct prompt once
-(``GRPOSettings.share_prefill``). The nano configuration is the current one (recipe v10) in every variant but for
+``+prefill`` a generation's prefill running each distinct prompt once (``GRPOSettings.share_prefill``), and
+``+preprocessing``, the current default, the image processor running once per distinct image of a step
+(``GRPOSettings.share_preprocessing``, :class:`jrl_core.shared_images.PreprocessSharing`). The nano configuration is the current one (recipe v10) in every variant but for
 the fields named. Each gets a randomly initialised model of its
 configuration (speed does not depend on what the weights learned, except that an untrained model always writes
 the whole 8-token completion budget, the same for all). Measured per variant, in alternating order (v4, v5,
@@ -24,6 +25,10 @@ sharing does not touch pretraining):
   cancelled by differencing two step counts), and the whole build at v4's step counts (1,200 + 600) from them.
 
 Prints one table with the absolute figures and each variant's ratio to v4 (higher = faster).
+
+``--base DIR`` measures the GRPO step only, from a trained checkpoint (e.g. ``data/nano/nano-v10``, whose policy
+writes the 2–3-token completions of a real run), for the variants of the current nano configuration (``v6`` on);
+ratios are then to ``v6``.
 """
 
 from __future__ import annotations
@@ -39,14 +44,16 @@ from transformers import TrainerCallback
 
 from jrl_core import experiment, nano, perception, train
 
-_OLD_HEAD = {"score_completions_only": False, "share_prefill": False}  # the session-11 changes off
+_PRE = {"share_preprocessing": False}  # the session-13 change off
+_OLD_HEAD = {"score_completions_only": False, "share_prefill": False, **_PRE}  # the session-11 changes off too
 VARIANTS = {  # name -> (nano.NanoConfig overrides, train.GRPOSettings overrides)
     "v4": ({"tokenizer": "words", "freeze_vision": True}, {"share_images": False, "share_prompts": False, **_OLD_HEAD}),
     "v5": ({"freeze_vision": True}, {"share_images": False, "share_prompts": False, **_OLD_HEAD}),
     "v5+images": ({"freeze_vision": True}, {"share_prompts": False, **_OLD_HEAD}),
     "v6": ({}, dict(_OLD_HEAD)),
-    "+completions": ({}, {"share_prefill": False}),
-    "+prefill": ({}, {}),
+    "+completions": ({}, {"share_prefill": False, **_PRE}),
+    "+prefill": ({}, dict(_PRE)),
+    "+preprocessing": ({}, {}),
 }
 
 
@@ -64,12 +71,15 @@ class StepTimer(TrainerCallback):
         self.times.append(time.perf_counter() - self._t)
 
 
-def grpo_seconds_per_step(cfg: nano.NanoConfig, steps: int, out: Path, grpo_over: dict | None = None) -> float:
-    processor = nano.build_processor(cfg)
-    folder = out / "base"  # TRL builds its reference model from the policy's folder
-    nano.build_model(cfg, processor.tokenizer).save_pretrained(folder)
-    processor.save_pretrained(folder)
-    model, processor = nano.load_model(str(folder))
+def grpo_seconds_per_step(cfg: nano.NanoConfig, steps: int, out: Path, grpo_over: dict | None = None,
+                          base: str | None = None) -> float:
+    """Median seconds per GRPO step (first step excluded) from a random model of ``cfg``, or from ``base``."""
+    if base is None:
+        processor = nano.build_processor(cfg)
+        base = out / "base"  # TRL builds its reference model from the policy's folder
+        nano.build_model(cfg, processor.tokenizer).save_pretrained(base)
+        processor.save_pretrained(base)
+    model, processor = nano.load_model(str(base))
     settings = dataclasses.replace(train.NANO, steps=steps, report_to=(), save_fraction=0.0, **(grpo_over or {}))
     exp = experiment.load_recipe("nano/rq1_2x1_pair")
     rows = experiment.train_rows(exp, steps=steps, prompts_per_step=settings.prompts_per_step,
@@ -104,7 +114,11 @@ def main() -> None:
     ap.add_argument("--grpo-steps", type=int, default=6)
     ap.add_argument("--build-steps", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--base", help="a trained nano checkpoint: GRPO steps only, variants v6 on")
     args = ap.parse_args()
+    if args.base:
+        trained_base(args)
+        return
     res: dict[str, dict[str, list[float]]] = {v: {"grpo": [], "vision": [], "instruct": []} for v in VARIANTS}
     built: dict[str, str] = {}  # nano overrides (as text) -> the first variant measured with them
     with tempfile.TemporaryDirectory() as tmp:
@@ -135,6 +149,24 @@ def main() -> None:
                        ("instruct", "instruction-stage step, s"), ("build", "build at v4's steps (1,200 + 600), s")):
         print(f"| {label} | " + " | ".join(f"{med[n][key]:.3f}" for n in names) + " | "
               + " | ".join(f"{med['v4'][key] / med[n][key]:.2f}x" for n in names[1:]) + " |")
+
+def trained_base(args) -> None:
+    """GRPO seconds per step from ``args.base`` for the variants of the current nano configuration, alternating."""
+    names = [n for n, (nano_over, _) in VARIANTS.items() if not nano_over]
+    res: dict[str, list[float]] = {n: [] for n in names}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.repeats):
+            for name in names:
+                res[name].append(grpo_seconds_per_step(nano.NanoConfig(), args.grpo_steps, Path(tmp) / f"{name}-{r}",
+                                                       VARIANTS[name][1], base=args.base))
+                print(f"repeat {r} {name}: GRPO {res[name][-1]:.3f} s/step", flush=True)
+    med = {n: statistics.median(x) for n, x in res.items()}
+    print(f"\n| GRPO step from {args.base} (16 prompts x 8), s | " + " | ".join(names) + " | "
+          + " | ".join(f"{names[0]} / {n}" for n in names[1:]) + " |")
+    print("|---" * (2 * len(names)) + "|")
+    print("| median | " + " | ".join(f"{med[n]:.3f}" for n in names) + " | "
+          + " | ".join(f"{med[names[0]] / med[n]:.2f}x" for n in names[1:]) + " |")
+
 
 if __name__ == "__main__":
     main()

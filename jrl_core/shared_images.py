@@ -15,10 +15,11 @@ one (InternVL) are left alone. :class:`jrl_core.train.GRPOSettings` ``share_imag
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
-__all__ = ["ImageSharing", "distinct_tensors", "find_vision_towers", "install_once", "select_images", "share_images",
-           "unique_images"]
+__all__ = ["ImageSharing", "PreprocessSharing", "distinct_tensors", "find_vision_towers", "image_key", "install_once",
+           "preprocessing_shared", "select_images", "share_images", "unique_images"]
 
 
 def find_vision_towers(model) -> list:
@@ -191,3 +192,114 @@ def share_images(model) -> list[ImageSharing]:
         return sharing
 
     return install_once(find_vision_towers(model), "_jrl_image_sharing", make)
+
+
+def _flat_pil_images(images) -> list | None:
+    """``images`` (one PIL image, or a list nested one level, e.g. one list per prompt) as a flat list, or None when
+    anything in it is not a PIL image (then the image processor gets the call unchanged)."""
+    from PIL import Image
+
+    if isinstance(images, Image.Image):
+        return [images]
+    if not isinstance(images, (list, tuple)):
+        return None
+    flat = []
+    for item in images:
+        if isinstance(item, Image.Image):
+            flat.append(item)
+        elif isinstance(item, (list, tuple)) and all(isinstance(x, Image.Image) for x in item):
+            flat.extend(item)
+        else:
+            return None
+    return flat
+
+
+def image_key(image) -> tuple:
+    """A content key of a PIL image: ``(mode, size, 16-byte BLAKE2b digest of its pixels)``; equal pixels give equal
+    keys, whatever the object (the G copies of a rollout group's image are often distinct objects)."""
+    import hashlib
+
+    return image.mode, image.size, hashlib.blake2b(image.tobytes(), digest_size=16).digest()
+
+
+class PreprocessSharing:
+    """An image processor that preprocesses each distinct image once and reuses the result.
+
+    Stands in for a processor's ``image_processor`` (:func:`preprocessing_shared` installs it): called on a list
+    of PIL images, it runs the wrapped image processor on the images it has not seen yet (by :func:`image_key` and
+    the call's keyword arguments), splits the result per image and concatenates every image's own patches in the
+    order asked. TRL's ``GRPOTrainer`` preprocesses a step's images twice (rollout generation and the log-prob
+    passes), each G times over: 16 prompts × 8 rollouts = 256 preprocessings of 16 images per nano step (0.2 s of
+    ~1.2 s on one core, measured with ``py-spy``). Exact: image processors treat images independently, so the
+    pixel values are the same bits (tested); anything else (other output keys such as InternVL's tiles, outputs
+    that are not torch tensors, a non-PIL input, ``return_tensors`` other than ``"pt"`` or None) goes to the
+    wrapped processor unchanged (the output kind is checked once per ``return_tensors`` value on one image). Every other
+    attribute is the wrapped processor's.
+
+    Attributes:
+        wrapped: the image processor. ``seen`` / ``processed``: images asked for / actually preprocessed.
+    """
+
+    _OUTPUT_KEYS = frozenset({"pixel_values", "image_grid_thw"})
+
+    def __init__(self, wrapped):
+        self.wrapped = wrapped
+        self.seen = 0
+        self.processed = 0
+        self._cache: dict = {}
+        self._tensors: dict = {}  # return_tensors value -> whether the wrapped processor returns torch tensors for it
+
+    def __getattr__(self, name):
+        return getattr(self.wrapped, name)
+
+    def __call__(self, images=None, *args, **kwargs):
+        import torch
+        from transformers import BatchFeature
+
+        flat = _flat_pil_images(images)
+        returns = kwargs.get("return_tensors")
+        try:
+            options = repr(sorted((k, v) for k, v in kwargs.items() if k != "return_tensors"))
+        except Exception:  # an argument without a stable text form: no sharing
+            options = None
+        if flat is None or not flat or args or options is None or returns not in (None, "pt"):
+            return self.wrapped(images, *args, **kwargs)
+        if returns not in self._tensors:  # does this return_tensors give torch tensors (what the cache holds)?
+            probe = self.wrapped(flat[:1], **kwargs)
+            self._tensors[returns] = (set(probe.keys()) == self._OUTPUT_KEYS
+                                      and all(torch.is_tensor(v) for v in probe.values()))
+        if not self._tensors[returns]:
+            return self.wrapped(images, *args, **kwargs)
+        keys = [(image_key(im), options) for im in flat]
+        missing = {}
+        for k, im in zip(keys, flat, strict=True):
+            if k not in self._cache and k not in missing:
+                missing[k] = im
+        if missing:
+            out = self.wrapped(list(missing.values()), **kwargs)
+            grid = out["image_grid_thw"]
+            chunks = torch.split(out["pixel_values"], grid.prod(-1).tolist())
+            for i, k in enumerate(missing):
+                self._cache[k] = (chunks[i], grid[i])
+            self.processed += len(missing)
+        self.seen += len(keys)
+        return BatchFeature({"pixel_values": torch.cat([self._cache[k][0] for k in keys]),
+                             "image_grid_thw": torch.stack([self._cache[k][1] for k in keys])})
+
+
+@contextlib.contextmanager
+def preprocessing_shared(processor):
+    """Within the block, ``processor.image_processor`` is a :class:`PreprocessSharing` around it (a fresh cache, so
+    memory holds one step's distinct images at most); the original is put back on exit, also after an error.
+    Yields the :class:`PreprocessSharing`, or None when ``processor`` has no ``image_processor`` (a text-only
+    tokenizer)."""
+    original = getattr(processor, "image_processor", None)
+    if original is None:
+        yield None
+        return
+    sharing = PreprocessSharing(original)
+    processor.image_processor = sharing
+    try:
+        yield sharing
+    finally:
+        processor.image_processor = original

@@ -61,6 +61,8 @@ class GRPOSettings:
     gradient_checkpointing: bool = True  # recompute activations in the backward pass (fits 3B/7B on one GPU)
     letter_centring: bool = False  # bias control (not in the papers): see centre_letter_advantages
     share_images: bool = True  # encode each distinct image once per pass (exact; jrl_core.shared_images)
+    share_preprocessing: bool = True  # the image processor runs once per distinct image of a step, not 2 x G times
+    # (exact; jrl_core.shared_images.PreprocessSharing)
     share_prompts: bool = False  # score each distinct prompt once per log-prob pass (exact; jrl_core.shared_prompts;
     # on in NANO; not yet run at paper scale here, so opt-in there: --set grpo.share_prompts=true)
     share_prefill: bool = True  # with share_prompts: a generation's prefill runs each distinct prompt once (exact)
@@ -258,7 +260,9 @@ def _trainer_classes():
 
         ``share_images`` / ``share_prompts`` / ``score_completions_only``: exact speed-ups of the log-prob passes
         (:mod:`jrl_core.shared_images`, :mod:`jrl_core.shared_prompts`, :mod:`jrl_core.completion_scoring`);
-        ``share_prefill`` (with ``share_prompts``): of the rollout generation's prefill. ``share_prompts`` raises
+        ``share_prefill`` (with ``share_prompts``): of the rollout generation's prefill. ``share_preprocessing``: the
+        processor preprocesses each distinct image of a step once (:class:`jrl_core.shared_images.PreprocessSharing`;
+        TRL calls it twice per step on G copies of every image). ``share_prompts`` raises
         ``ValueError`` under ZeRO-3 or FSDP.
 
         Every rollout of every step is appended to ``completion_log`` (JSON lines), one record
@@ -270,7 +274,7 @@ def _trainer_classes():
 
         def __init__(self, *args, completion_log: str | Path | None = None, letter_centring: bool = False,
                      share_images: bool = False, share_prompts: bool = False, share_prefill: bool = True,
-                     score_completions_only: bool = False, **kwargs):
+                     score_completions_only: bool = False, share_preprocessing: bool = False, **kwargs):
             super().__init__(*args, **kwargs)
             if share_prompts and (self.is_fsdp_enabled or (self.is_deepspeed_enabled and getattr(
                     self.accelerator.state.deepspeed_plugin, "zero_stage", 0) == 3)):
@@ -278,6 +282,8 @@ def _trainer_classes():
                                  "and hang in their parameter gathers; set grpo.share_prompts=false.")
             self.score_completions_only = score_completions_only
             self.share_prefill = share_prefill
+            self.share_preprocessing = share_preprocessing
+            self.preprocessed = {"seen": 0, "processed": 0}  # images asked of / run through the image processor
             self.completion_log = Path(completion_log) if completion_log else None
             self.letter_centring = letter_centring
             self.image_sharing = []
@@ -320,7 +326,16 @@ def _trainer_classes():
             return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
 
         def _generate_and_score_completions(self, inputs):
-            out = super()._generate_and_score_completions(inputs)
+            with contextlib.ExitStack() as stack:  # TRL's own step; its two processor calls share the preprocessing
+                sharing = None
+                if self.share_preprocessing:
+                    from jrl_core.shared_images import preprocessing_shared
+
+                    sharing = stack.enter_context(preprocessing_shared(self.processing_class))
+                out = super()._generate_and_score_completions(inputs)
+                if sharing is not None:
+                    self.preprocessed["seen"] += sharing.seen
+                    self.preprocessed["processed"] += sharing.processed
             if self.letter_centring:
                 texts = self.processing_class.batch_decode(out["completion_ids"], skip_special_tokens=True)
                 letters = [rewards.parse_letter(rewards.extract_answer(t, mode=x.get("mode"), think=x.get("think")))
@@ -480,6 +495,7 @@ def train_grpo(model, processor, rows: list[dict], settings: GRPOSettings, outpu
         completion_log=log_path if log_completions else None,
         letter_centring=settings.letter_centring,
         share_images=settings.share_images,
+        share_preprocessing=settings.share_preprocessing,
         share_prompts=settings.share_prompts,
         share_prefill=settings.share_prefill,
         score_completions_only=settings.score_completions_only,

@@ -86,3 +86,74 @@ def test_distinct_tensors_compares_only_within_a_key():
     assert distinct_tensors([a, a.clone()], ["k1", "k2"]) == ([0, 1], [0, 1])  # other keys: never the same
     with pytest.raises(ValueError, match="keys"):
         distinct_tensors([a], [])
+
+
+def test_preprocessing_shared_gives_the_same_inputs_and_preprocesses_each_image_once(nano_dir):
+    from PIL import Image
+
+    from jrl_core.shared_images import PreprocessSharing, image_key, preprocessing_shared
+
+    _, processor = nano.load_model(str(nano_dir))
+    original = processor.image_processor
+    plain = _batch(processor, copies=3)
+    with preprocessing_shared(processor) as sharing:
+        assert isinstance(processor.image_processor, PreprocessSharing)
+        assert processor.image_processor.merge_size == original.merge_size  # every other attribute is the original's
+        first, second = _batch(processor, copies=3), _batch(processor, copies=3)
+        assert sharing.seen == 24 and sharing.processed == 4  # 4 distinct images, 3 copies, asked for twice
+    assert processor.image_processor is original  # put back
+    for out in (first, second):
+        assert out.keys() == plain.keys()
+        for k in plain:
+            assert torch.equal(out[k], plain[k]), k  # the same bits, not just close
+    # content, not identity: an equal copy is the same image, one changed pixel is another
+    img = Image.new("RGB", (56, 56), (10, 20, 30))
+    other = img.copy()
+    other.putpixel((0, 0), (10, 20, 31))
+    assert image_key(img) == image_key(img.copy()) != image_key(other)
+
+
+def test_preprocessing_shared_hands_other_calls_to_the_image_processor_unchanged(nano_dir):
+    import numpy as np
+
+    from jrl_core.shared_images import preprocessing_shared
+
+    _, processor = nano.load_model(str(nano_dir))
+    arrays = [np.zeros((56, 56, 3), dtype=np.uint8)] * 2  # not PIL images: not shared
+    plain = processor.image_processor(arrays, return_tensors="pt")
+    with preprocessing_shared(processor) as sharing:
+        out = processor.image_processor(arrays, return_tensors="pt")
+        assert sharing.seen == 0 and sharing.processed == 0
+    assert torch.equal(out["pixel_values"], plain["pixel_values"])
+
+
+def test_preprocessing_shared_restores_the_processor_after_an_error(nano_dir):
+    from jrl_core.shared_images import preprocessing_shared
+
+    _, processor = nano.load_model(str(nano_dir))
+    original = processor.image_processor
+    with pytest.raises(RuntimeError, match="boom"), preprocessing_shared(processor):
+        raise RuntimeError("boom")
+    assert processor.image_processor is original
+    with preprocessing_shared(processor.tokenizer) as sharing:  # a text-only tokenizer: nothing to share
+        assert sharing is None
+
+
+def test_grpo_trainer_preprocesses_each_image_once_per_step_with_the_same_training(nano_dir, tmp_path):
+    rows = build_rows(sample_views(load_photos("skimage", "train"), 4, seed=0, size=56),
+                      PuzzleSpec(m=2, n=1, question_type="pair"), n_items=4, seed=0)
+    settings = dataclasses.replace(train.NANO, steps=2, prompts_per_step=2, num_generations=4, warmup_ratio=0,
+                                   save_fraction=0.0, report_to=())
+    logs = {}
+    for on in (True, False):
+        model, processor = nano.load_model(str(nano_dir))
+        original = processor.image_processor
+        trainer, logs[on] = train.train_grpo(model, processor, rows, dataclasses.replace(settings, share_preprocessing=on),
+                                             tmp_path / str(on), save_final=False)
+        assert processor.image_processor is original  # put back after every step
+        if on:  # 2 steps × 2 prompts, each image asked for by G = 4 rollouts in TRL's two processor calls
+            assert trainer.preprocessed == {"seen": 2 * 2 * 4 * 2, "processed": 2 * 2}
+        else:
+            assert trainer.preprocessed == {"seen": 0, "processed": 0}
+    cols = ["loss", "reward", "kl"]
+    assert logs[True][cols].equals(logs[False][cols])  # exact: the same inputs give the same training
