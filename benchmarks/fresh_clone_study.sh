@@ -10,7 +10,7 @@ dst=$(mktemp -d /tmp/jrl-fresh-XXXX)
 git clone -q "$src" "$dst/repo"
 cd "$dst/repo"
 start=$(date +%s)
-python3 -m venv .venv && .venv/bin/pip install -q -e '.[dev]'
+python3 -m venv .venv && .venv/bin/pip install -q --no-compile -e '.[dev]'  # the README's study command
 setup=$(date +%s)
 .venv/bin/jrl study "$study" "$@"
 end=$(date +%s)
