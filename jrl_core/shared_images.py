@@ -215,11 +215,15 @@ def _flat_pil_images(images) -> list | None:
 
 
 def image_key(image) -> tuple:
-    """A content key of a PIL image: ``(mode, size, 16-byte BLAKE2b digest of its pixels)``; equal pixels give equal
-    keys, whatever the object (the G copies of a rollout group's image are often distinct objects)."""
+    """A content key of a PIL image: ``(mode, size, 16-byte BLAKE2b digest of its pixels and palette)``; equal
+    pixels give equal keys, whatever the object (the G copies of a rollout group's image are often distinct
+    objects). A palette image's palette is part of the digest (its pixels are palette indices)."""
     import hashlib
 
-    return image.mode, image.size, hashlib.blake2b(image.tobytes(), digest_size=16).digest()
+    digest = hashlib.blake2b(image.tobytes(), digest_size=16)
+    if image.mode in ("P", "PA"):
+        digest.update(bytes(image.getpalette() or ()))
+    return image.mode, image.size, digest.digest()
 
 
 class PreprocessSharing:

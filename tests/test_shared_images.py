@@ -111,6 +111,11 @@ def test_preprocessing_shared_gives_the_same_inputs_and_preprocesses_each_image_
     other = img.copy()
     other.putpixel((0, 0), (10, 20, 31))
     assert image_key(img) == image_key(img.copy()) != image_key(other)
+    pal = Image.new("P", (8, 8), 1)
+    pal.putpalette([0, 0, 0, 255, 0, 0])
+    recoloured = pal.copy()
+    recoloured.putpalette([0, 0, 0, 0, 255, 0])  # the same indices, another colour
+    assert image_key(pal) == image_key(pal.copy()) != image_key(recoloured)
 
 
 def test_preprocessing_shared_hands_other_calls_to_the_image_processor_unchanged(nano_dir):
