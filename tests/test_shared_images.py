@@ -162,3 +162,29 @@ def test_grpo_trainer_preprocesses_each_image_once_per_step_with_the_same_traini
             assert trainer.preprocessed == {"seen": 0, "processed": 0}
     cols = ["loss", "reward", "kl"]
     assert logs[True][cols].equals(logs[False][cols])  # exact: the same inputs give the same training
+
+
+def test_preprocessing_shared_keeps_each_image_of_mixed_sizes_exact():
+    """Dynamic resolution (the Qwen hub checkpoints' processors): images of different sizes get different patch
+    grids; every image still gets its own patches, bit for bit."""
+    import numpy as np
+    from PIL import Image
+    from transformers import Qwen2VLImageProcessor
+
+    from jrl_core.shared_images import preprocessing_shared
+
+    class Holder:  # stands in for a processor: only its image_processor attribute is used
+        image_processor = Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=224 * 224)
+
+    rng = np.random.default_rng(0)
+    sizes = [(84, 56), (56, 112), (140, 140)]
+    distinct = [Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for w, h in sizes]
+    images = [[distinct[i]] for i in (0, 1, 0, 2, 1, 2)]  # one list per prompt, repeats in between
+    holder = Holder()
+    plain = holder.image_processor(images, return_tensors="pt")
+    with preprocessing_shared(holder) as sharing:
+        shared = holder.image_processor(images, return_tensors="pt")
+    assert sharing.seen == 6 and sharing.processed == 3
+    assert len(set(map(tuple, plain["image_grid_thw"].tolist()))) == 3  # three grids: really mixed sizes
+    for k in ("pixel_values", "image_grid_thw"):
+        assert torch.equal(shared[k], plain[k]), k
