@@ -12,8 +12,8 @@ too (recipe v6: more work per instruction-stage step, a stronger base); ``+compl
 only completion positions (``GRPOSettings.score_completions_only``, :mod:`jrl_core.completion_scoring`), and
 ``+prefill`` a generation's prefill running each distinct prompt once (``GRPOSettings.share_prefill``), and
 ``+preprocessing``, the current default, the image processor running once per distinct image of a step
-(``GRPOSettings.share_preprocessing``, :class:`jrl_core.shared_images.PreprocessSharing`). The nano configuration is the current one (recipe v10) in every variant but for
-the fields named. Each gets a randomly initialised model of its
+(``GRPOSettings.share_preprocessing``, :class:`jrl_core.shared_images.PreprocessSharing`). The nano configuration
+is the current one (recipe v10) in every variant but for the fields named. Each gets a randomly initialised model of its
 configuration (speed does not depend on what the weights learned, except that an untrained model always writes
 the whole 8-token completion budget, the same for all). Measured per variant, in alternating order (v4, v5,
 v5+images, v6, v4, …) so that machine drift hits all; the build is measured once per nano configuration (image
@@ -149,6 +149,7 @@ def main() -> None:
                        ("instruct", "instruction-stage step, s"), ("build", "build at v4's steps (1,200 + 600), s")):
         print(f"| {label} | " + " | ".join(f"{med[n][key]:.3f}" for n in names) + " | "
               + " | ".join(f"{med['v4'][key] / med[n][key]:.2f}x" for n in names[1:]) + " |")
+
 
 def trained_base(args) -> None:
     """GRPO seconds per step from ``args.base`` for the variants of the current nano configuration, alternating."""
