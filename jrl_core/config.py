@@ -513,7 +513,8 @@ class Experiment:
         photo_source: ``"skimage"`` (bundled photos), ``"packages"`` (skimage's plus five photos shipped in
             installed packages, same test split; ``jrl_core.images.PACKAGE_PHOTOS``), a folder of images, or a
             COCO data dir; any of them with ``"+synthetic[:N]"`` appended adds N procedural pictures to the train
-            split only (``jrl_core.images.SYNTHETIC_TRAIN_PICTURES``). Default ``"skimage+synthetic"``: the
+            split only (``jrl_core.images.SYNTHETIC_TRAIN_PICTURES``), ``"+tiling[:N]"`` N procedural walls
+            (``jrl_core.synthetic.tiling``; ``images.split_procedural``). Default ``"skimage+synthetic"``: the
             14 training photos plus 42 dead-leaves pictures, the 5 test photos held out (nano scale; the paper
             recipes train on COCO, ``photo_source: data``).
         size: training puzzle size ``"mxn"`` (m, n ≥ 1, m·n ≥ 2; Jigsaw-R1 trains 2x1 by default);

@@ -291,10 +291,10 @@ _PAIRED_FIELDS = ("question_type", "size", "shuffle_mn", "n_test", "photo_source
 
 def _test_source(source: str) -> str:
     """The photo source whose *test* split a recipe's held-out set is cut from ("packages" and a "+synthetic"
-    suffix add training pictures only: "packages+synthetic" has "skimage"'s test split)."""
-    from jrl_core.images import split_synthetic
+    or "+tiling" suffix add training pictures only: "packages+synthetic" has "skimage"'s test split)."""
+    from jrl_core.images import split_procedural
 
-    base = split_synthetic(source)[0]
+    base = split_procedural(source)[0]
     return "skimage" if base == "packages" else base
 
 

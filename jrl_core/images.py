@@ -21,7 +21,8 @@ Four sources, one entry point (:func:`load_photos`), each optionally with proced
 * any of these followed by ``"+synthetic"`` or ``"+synthetic:N"`` (e.g. ``"skimage+synthetic"``, the nano
   default): the source's photos plus ``N`` procedural dead-leaves pictures (:mod:`jrl_core.synthetic`;
   default :data:`SYNTHETIC_TRAIN_PICTURES`) on the *train* side only; the test split is exactly the
-  source's (:func:`split_synthetic`). See :data:`SYNTHETIC_TRAIN_PICTURES` for why.
+  source's (:func:`split_procedural`). See :data:`SYNTHETIC_TRAIN_PICTURES` for why. ``"+tiling[:N]"`` adds
+  procedural walls (:func:`jrl_core.synthetic.tiling`) the same way; both suffixes may be given.
 
 Photos are **streamed**: :func:`load_photos` lists files and reads their headers only; a photo's
 pixels are decoded when :attr:`Photo.image` is used, through a small per-process LRU cache
@@ -57,6 +58,7 @@ __all__ = [
     "SPLITS",
     "SYNTHETIC_SEED",
     "SYNTHETIC_TRAIN_PICTURES",
+    "PROCEDURAL_TRAIN_PICTURES",
     "DECODE_CACHE_SIZE",
     "Photo",
     "PhotoDecodeError",
@@ -67,7 +69,7 @@ __all__ = [
     "load_photos",
     "sample_views",
     "set_decode_cache_size",
-    "split_synthetic",
+    "split_procedural",
     "to_rgb",
 ]
 
@@ -538,33 +540,43 @@ SYNTHETIC_SEED = 777
 vision stage, when it uses pictures, draws them with its own config seed."""
 
 
-@functools.lru_cache(maxsize=2)
-def _synthetic_pictures(n: int) -> tuple[Photo, ...]:
-    """The ``"+synthetic"`` training pictures, made once per process (~40 ms each; photos are immutable)."""
+PROCEDURAL_TRAIN_PICTURES = {"synthetic": SYNTHETIC_TRAIN_PICTURES, "tiling": 14}
+"""Pictures a photo source's procedural suffix adds when it gives no count (``"+synthetic"``: 42 dead-leaves
+pictures, ``"+tiling"``: 14 walls, one per skimage training photo); kinds: :data:`jrl_core.synthetic.KINDS`."""
+
+
+@functools.lru_cache(maxsize=4)
+def _synthetic_pictures(n: int, kind: str = "synthetic") -> tuple[Photo, ...]:
+    """The procedural training pictures of one kind, made once per process (~40 ms each; photos are immutable)."""
     from jrl_core import synthetic  # synthetic imports this module: imported here, not at the top
 
-    return tuple(synthetic.pictures(n, seed=SYNTHETIC_SEED))
+    return tuple(synthetic.pictures(n, seed=SYNTHETIC_SEED, kind=kind))
 
 
-def split_synthetic(source: str) -> tuple[str, int]:
-    """``(base source, number of procedural training pictures)`` of a photo source name.
+def split_procedural(source: str) -> tuple[str, dict[str, int]]:
+    """``(base source, {kind: number of procedural training pictures})`` of a photo source name.
 
-    ``"skimage+synthetic"`` → ``("skimage", SYNTHETIC_TRAIN_PICTURES)``, ``"skimage+synthetic:14"`` →
-    ``("skimage", 14)``, any other name → ``(name, 0)``.
+    Suffixes ``"+<kind>"`` or ``"+<kind>:N"`` with a kind of :data:`PROCEDURAL_TRAIN_PICTURES` come after the base,
+    in any order: ``"skimage+synthetic"`` → ``("skimage", {"synthetic": 42})``, ``"skimage+synthetic:14+tiling"`` →
+    ``("skimage", {"synthetic": 14, "tiling": 14})``, any other name → ``(name, {})``.
 
     Raises:
-        ValueError: a ``"+synthetic:N"`` suffix whose N is not an integer ≥ 1 (the message shows the form).
+        ValueError: a suffix whose count is not an integer ≥ 1, or a kind given twice (the message shows the form).
     """
-    base, sep, rest = str(source).rpartition("+synthetic")
-    if not sep or (rest and not rest.startswith(":")):
-        return str(source), 0
-    if not rest:
-        return base, SYNTHETIC_TRAIN_PICTURES
-    n = rest[1:]
-    if not n.isdigit() or int(n) < 1:
-        raise ValueError(f"photo source {source!r}: the count after '+synthetic:' must be an integer >= 1, "
-                         f"e.g. '{base}+synthetic:{SYNTHETIC_TRAIN_PICTURES}' (or '{base}+synthetic' for the default).")
-    return base, int(n)
+    base, counts = str(source), {}
+    while True:
+        head, sep, tail = base.rpartition("+")
+        kind, colon, n = tail.partition(":")
+        if not sep or not head or kind not in PROCEDURAL_TRAIN_PICTURES:
+            return base, dict(reversed(list(counts.items())))
+        if kind in counts:
+            raise ValueError(f"photo source {source!r}: '+{kind}' is given twice; give it once.")
+        if colon and (not n.isdigit() or int(n) < 1):
+            raise ValueError(f"photo source {source!r}: the count after '+{kind}:' must be an integer >= 1, "
+                             f"e.g. '{head}+{kind}:{PROCEDURAL_TRAIN_PICTURES[kind]}' (or '{head}+{kind}' for the "
+                             "default).")
+        counts[kind] = int(n) if colon else PROCEDURAL_TRAIN_PICTURES[kind]
+        base = head
 
 
 def load_photos(
@@ -617,12 +629,12 @@ def load_photos(
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}.")
-    base, n_synthetic = split_synthetic(source)
-    if n_synthetic:
+    base, procedural = split_procedural(source)
+    if procedural:
         photos = load_photos(base, split, min_size=min_size, record=record, limit=limit, verify=verify)
         if split == "test":
             return photos
-        return photos + list(_synthetic_pictures(n_synthetic))
+        return photos + [p for kind, n in procedural.items() for p in _synthetic_pictures(n, kind)]
     if record is None:
         record = SkipRecord()
     if source == "skimage":

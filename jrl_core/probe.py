@@ -17,7 +17,7 @@ import re
 
 import torch
 
-from jrl_core import experiment, nano
+from jrl_core import experiment, nano, stats
 
 RECIPE = "nano/rq1_2x1_pair"
 """The puzzles probed: RQ1's 2x1 pair, non-thinking."""
@@ -91,14 +91,20 @@ def _fit(x: torch.Tensor, y: torch.Tensor, l2: float, iters: int = 100) -> tuple
 
 
 def linear_probe(xtr: torch.Tensor, ytr: torch.Tensor, xte: torch.Tensor, yte: torch.Tensor,
-                 l2s: tuple[float, ...] = (1e-3, 1e-2, 1e-1)) -> dict:
+                 l2s: tuple[float, ...] = (1e-3, 1e-2, 1e-1), groups: list[str] | None = None) -> dict:
     """Standardise on the training set, pick the L2 strength by 3-fold CV there, fit, score held out.
 
     Args:
         xtr, xte: (N, D) features; ytr, yte: (N,) labels in {0, 1}.
+        groups: optional (N_test,) group names of the held-out rows (e.g. their photo), to score each group too.
     Returns:
-        ``{"l2", "cv_train", "fit_train", "held_out"}`` (accuracies in [0, 1], 3 decimals).
+        ``{"l2", "cv_train", "fit_train", "held_out"}`` (accuracies in [0, 1], 3 decimals), with ``groups`` also
+        ``"held_out_by_group"``: ``{group: accuracy}`` in sorted group order.
+    Raises:
+        ValueError: ``groups`` is not one name per held-out row.
     """
+    if groups is not None and len(groups) != len(xte):
+        raise ValueError(f"groups has {len(groups)} names for {len(xte)} held-out rows; give one per row.")
     mu, sd = xtr.mean(0), xtr.std(0) + 1e-6
     xtr, xte = (xtr - mu) / sd, (xte - mu) / sd
     folds = torch.arange(len(xtr)) % 3
@@ -112,9 +118,14 @@ def linear_probe(xtr: torch.Tensor, ytr: torch.Tensor, xte: torch.Tensor, yte: t
         cv[l2] = sum(accs) / len(accs)
     best = max(cv, key=cv.get)
     w, b = _fit(xtr, ytr, best)
-    return {"l2": best, "cv_train": round(cv[best], 3),
-            "fit_train": round((((xtr @ w + b) > 0).float() == ytr).float().mean().item(), 3),
-            "held_out": round((((xte @ w + b) > 0).float() == yte).float().mean().item(), 3)}
+    hits = (((xte @ w + b) > 0).float() == yte).float()
+    out = {"l2": best, "cv_train": round(cv[best], 3),
+           "fit_train": round((((xtr @ w + b) > 0).float() == ytr).float().mean().item(), 3),
+           "held_out": round(hits.mean().item(), 3)}
+    if groups is not None:
+        out["held_out_by_group"] = {g: round(hits[[i for i, x in enumerate(groups) if x == g]].mean().item(), 3)
+                                    for g in sorted(set(groups))}
+    return out
 
 
 def swap_probe(model, processor, *, n_train: int = 600, n_test: int = 300, recipe: str = RECIPE) -> dict:
@@ -125,7 +136,7 @@ def swap_probe(model, processor, *, n_train: int = 600, n_test: int = 300, recip
         n_train: probe training puzzles on train-photo views (seed ``"probe"``); n_test: held-out puzzles (the
             recipe's fixed held-out set, ``experiment.heldout_rows``).
     Returns:
-        ``{"last": probe result, "img_final": probe result, "model_accuracy": greedy A/B accuracy on the held-out
+        ``{"last": probe result, "img_final": probe result (each with its held-out accuracy by photo), "model_accuracy": greedy A/B accuracy on the held-out
         puzzles, "share_A": its share of "A", "n_train", "n_test"}`` (see :func:`linear_probe`).
     """
     exp = experiment.load_recipe(recipe, {"n_test": n_test})
@@ -137,7 +148,8 @@ def swap_probe(model, processor, *, n_train: int = 600, n_test: int = 300, recip
     ytr = torch.tensor([swapped_label(r) for r in train]).float()
     yte = torch.tensor([swapped_label(r) for r in test]).float()
     gold_a = torch.tensor([r["solution"] == "A" for r in test]).float()
-    report = {feat: linear_probe(ftr[feat], ytr, fte[feat], yte) for feat in ("last", "img_final")}
+    photos = [stats.photo_of(str(r["image_id"])) for r in test]
+    report = {feat: linear_probe(ftr[feat], ytr, fte[feat], yte, groups=photos) for feat in ("last", "img_final")}
     report["model_accuracy"] = round(((fte["pred_a"] == 1) == (gold_a == 1)).float().mean().item(), 3)
     report["share_A"] = round(fte["pred_a"].mean().item(), 3)
     report.update(n_train=n_train, n_test=n_test)

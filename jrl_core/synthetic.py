@@ -9,6 +9,10 @@ texture, and the whole picture a soft blur and sensor noise. They are made only 
 perception questions ("is this one unbroken picture?", "do both halves come from the same picture?"): never a
 jigsaw, seam-order or swap question, and never the held-out photos.
 
+A second kind, :func:`tiling`, draws man-made regular surfaces (brick and tile walls, pavements) seen at an
+angle: long straight joints and a repeating pattern, where a broken seam shows only as joints that stop lining up.
+:data:`KINDS` names both.
+
 Deterministic: picture ``i`` of ``seed`` is the same on every machine (numpy's PCG64 and PIL's drawing are
 integer-exact; the blur is PIL's).
 """
@@ -20,7 +24,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from jrl_core.images import Photo
 
-__all__ = ["SIZE", "dead_leaves", "pictures"]
+__all__ = ["KINDS", "SIZE", "dead_leaves", "pictures", "tiling"]
 
 SIZE = 384
 """Side of a picture in pixels: views are crops of at least half of it (192 px), rendered at 126 px."""
@@ -85,6 +89,65 @@ def dead_leaves(seed: int | str, size: int = SIZE) -> Image.Image:
     return image.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 1.5))))
 
 
+def tiling(seed: int | str, size: int = SIZE) -> Image.Image:
+    """One procedural picture of a regular man-made surface: a wall or pavement of bricks or tiles seen at an angle.
+
+    Bricks of one random size (6–25% × 3–12% of the side) in rows, each row shifted by a bond offset (stack, running,
+    third or random), separated by joints of a lighter or darker mortar; brick colours from a palette around one material colour
+    (grey in a third of the pictures, as stone and concrete); grain, a rotation (near 0° or near 90°, ±12°), a random perspective
+    (the drawn wall cut by a jittered quadrilateral), a lighting gradient, sensor noise and a soft blur. It is the
+    dead-leaves pictures' complement: no occluding shapes, but long straight joints that run on across a seam only
+    when the picture is unbroken.
+
+    Args:
+        seed: any int or string; the same seed gives the same picture (independent of :func:`dead_leaves`'s).
+        size: side in pixels (≥ 32).
+    Returns:
+        An RGB PIL image of ``size × size`` (values 0–255).
+    Raises:
+        ValueError: ``size < 32``.
+    """
+    if size < 32:
+        raise ValueError(f"size={size}: use at least 32 px.")
+    rng = np.random.default_rng(abs(hash_seed(f"tiling:{seed}")))
+    big = 2 * size  # the wall is drawn twice as large, then viewed through a quadrilateral in its middle
+    palette = np.clip(rng.uniform(40, 215, 3) + rng.normal(0, 30, (rng.integers(2, 5), 3)), 0, 255)  # one material
+    if rng.uniform() < 1 / 3:  # stone, concrete: grey
+        palette = np.repeat(palette.mean(1, keepdims=True), 3, axis=1)
+    mortar = np.clip(palette.mean(0) + rng.choice([-1, 1]) * rng.uniform(30, 90), 0, 255)
+    image = Image.new("RGB", (big, big), tuple(int(v) for v in mortar))
+    draw = ImageDraw.Draw(image)
+    bw, bh = size * rng.uniform(0.06, 0.25), size * rng.uniform(0.03, 0.12)
+    gap = rng.uniform(1, max(1.5, min(bw, bh) / 4))
+    offset = float(rng.choice([0.0, 0.5, 1 / 3, rng.uniform(0, 1)]))
+    y, row = 0.0, 0
+    while y < big:
+        x = -bw * ((row * offset) % 1)
+        while x < big:
+            draw.rectangle([x + gap / 2, y + gap / 2, x + bw - gap / 2, y + bh - gap / 2], fill=_colour(rng, palette))
+            x += bw
+        y, row = y + bh, row + 1
+    arr = np.asarray(image, dtype=float)
+    if rng.uniform() < 0.7:  # grain on the bricks
+        arr += rng.normal(0, rng.uniform(2, 12), arr.shape[:2])[..., None]
+    image = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
+    image = image.rotate(float(rng.choice([0, 90]) + rng.normal(0, 12)), resample=Image.Resampling.BILINEAR)
+    corners = np.array([[0.5, 0.5], [0.5, 1.5], [1.5, 1.5], [1.5, 0.5]]) * size + rng.uniform(-0.25, 0.25, (4, 2)) * size
+    image = image.transform((size, size), Image.Transform.QUAD, [float(v) for v in corners.ravel()],
+                            resample=Image.Resampling.BILINEAR)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    ang = rng.uniform(0, 2 * np.pi)
+    light = 1 + rng.uniform(0, 0.4) * (np.cos(ang) * xx + np.sin(ang) * yy - 0.5)
+    arr = np.asarray(image, dtype=float) * light[..., None] + rng.normal(0, rng.uniform(1, 6), (size, size, 3))
+    image = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
+    return image.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 1.2))))
+
+
+KINDS = {"synthetic": dead_leaves, "tiling": tiling}
+"""Procedural picture kinds by the name a photo source's suffix uses (``"skimage+synthetic+tiling:14"``,
+:func:`jrl_core.images.split_procedural`): ``"synthetic"`` the dead-leaves pictures, ``"tiling"`` the walls."""
+
+
 def hash_seed(seed: int | str) -> int:
     """A stable 63-bit integer for an int or string seed (Python's ``hash`` of a str is salted per process)."""
     import hashlib
@@ -92,12 +155,16 @@ def hash_seed(seed: int | str) -> int:
     return int.from_bytes(hashlib.sha256(f"synthetic:{seed}".encode()).digest()[:8], "little") >> 1
 
 
-def pictures(n: int, *, seed: int = 0, size: int = SIZE) -> list[Photo]:
-    """``n`` procedural pictures as in-memory :class:`jrl_core.images.Photo` objects (ids ``"synthetic/<seed>/<i>"``).
+def pictures(n: int, *, seed: int = 0, size: int = SIZE, kind: str = "synthetic") -> list[Photo]:
+    """``n`` procedural pictures of one kind (:data:`KINDS`) as in-memory :class:`jrl_core.images.Photo` objects.
+
+    Ids are ``"synthetic/<seed>/<i>"`` for dead leaves (as before kinds existed), ``"<kind>/<seed>/<i>"`` otherwise.
 
     Raises:
-        ValueError: ``n < 1`` or ``size < 32``.
+        ValueError: ``n < 1``, ``size < 32`` or an unknown ``kind`` (the message lists the kinds).
     """
     if n < 1:
         raise ValueError(f"n={n}: ask for at least one picture.")
-    return [Photo(f"synthetic/{seed}/{i}", dead_leaves(f"{seed}:{i}", size)) for i in range(n)]
+    if kind not in KINDS:
+        raise ValueError(f"kind={kind!r}: use one of {', '.join(KINDS)}.")
+    return [Photo(f"{kind}/{seed}/{i}", KINDS[kind](f"{seed}:{i}", size)) for i in range(n)]

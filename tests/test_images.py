@@ -19,7 +19,7 @@ from jrl_core.images import (
     hash_split,
     load_photos,
     sample_views,
-    split_synthetic,
+    split_procedural,
     to_rgb,
 )
 
@@ -78,14 +78,26 @@ def test_synthetic_suffix_adds_procedural_train_pictures_and_keeps_the_test_spli
     assert len(packages) == len(skimage_train) + len(PACKAGE_PHOTOS) + 2
 
 
-def test_split_synthetic_parses_the_suffix_and_names_a_bad_count():
-    assert split_synthetic("skimage") == ("skimage", 0)
-    assert split_synthetic("skimage+synthetic") == ("skimage", SYNTHETIC_TRAIN_PICTURES)
-    assert split_synthetic("/data/photos+synthetic:7") == ("/data/photos", 7)
-    assert split_synthetic("a+synthetically") == ("a+synthetically", 0)  # not the suffix: a folder name
+def test_split_procedural_parses_the_suffixes_and_names_a_bad_count():
+    assert split_procedural("skimage") == ("skimage", {})
+    assert split_procedural("skimage+synthetic") == ("skimage", {"synthetic": SYNTHETIC_TRAIN_PICTURES})
+    assert split_procedural("/data/photos+synthetic:7") == ("/data/photos", {"synthetic": 7})
+    assert split_procedural("a+synthetically") == ("a+synthetically", {})  # not the suffix: a folder name
+    assert split_procedural("skimage+synthetic:5+tiling") == ("skimage", {"synthetic": 5, "tiling": 14})
+    assert split_procedural("skimage+tiling:3+synthetic") == ("skimage", {"tiling": 3, "synthetic": 42})
     for bad in ("skimage+synthetic:0", "skimage+synthetic:x", "skimage+synthetic:"):
         with pytest.raises(ValueError, match=r"\+synthetic:42"):
-            split_synthetic(bad)
+            split_procedural(bad)
+    with pytest.raises(ValueError, match="given twice"):
+        split_procedural("skimage+tiling:2+tiling:3")
+
+
+def test_tiling_pictures_join_the_train_split_only_after_the_dead_leaves():
+    train = load_photos("skimage+synthetic:2+tiling:3", "train")
+    ids = [p.image_id for p in train]
+    assert ids[-5:] == ["synthetic/777/0", "synthetic/777/1", "tiling/777/0", "tiling/777/1", "tiling/777/2"]
+    assert [p.image_id for p in load_photos("skimage+tiling:3", "test")] == [p.image_id for p in load_photos("skimage", "test")]
+    assert train[-1].image.mode == "RGB" and np.asarray(train[-1].image).std() > 5
 
 
 def test_npz_photo_must_hold_one_uint8_array(tmp_path):
