@@ -514,9 +514,10 @@ class Experiment:
             installed packages, same test split; ``jrl_core.images.PACKAGE_PHOTOS``), a folder of images, or a
             COCO data dir; any of them with ``"+synthetic[:N]"`` appended adds N procedural pictures to the train
             split only (``jrl_core.images.SYNTHETIC_TRAIN_PICTURES``), ``"+tiling[:N]"`` N procedural walls
-            (``jrl_core.synthetic.tiling``; ``images.split_procedural``). Default ``"skimage+synthetic"``: the
-            14 training photos plus 42 dead-leaves pictures, the 5 test photos held out (nano scale; the paper
-            recipes train on COCO, ``photo_source: data``).
+            (``jrl_core.synthetic.tiling``; ``images.split_procedural``). Default ``"skimage+synthetic+tiling"``
+            (session 14; session 12's was ``"skimage+synthetic"``): the 14 training photos plus 42 dead-leaves
+            pictures and 14 walls, the 5 test photos held out (nano scale; the paper recipes train on COCO,
+            ``photo_source: data``).
         size: training puzzle size ``"mxn"`` (m, n ≥ 1, m·n ≥ 2; Jigsaw-R1 trains 2x1 by default);
             ignored when ``curriculum`` is given.
         curriculum: e.g. ``"3x1:1000,4x1"`` (size, step where the next starts; ``schedules.Curriculum``);
@@ -553,7 +554,7 @@ class Experiment:
     name: str = "nano_2x1_pair"
     model: str = "nano"
     scale: str = "nano"
-    photo_source: str = "skimage+synthetic"
+    photo_source: str = "skimage+synthetic+tiling"
     size: str = "2x1"
     curriculum: str = ""
     question_type: str = "pair"
