@@ -5,8 +5,8 @@
 The same probe ``jrl nano build`` writes into the build card: 600 2x1 pair puzzles on train-photo views for the
 probe's fit, the RQ1 recipe's 300 held-out puzzles (test photos) for its score; features = the last prompt token's
 final-layer state (``last``) and the image tokens' (``img_final``); each with its held-out accuracy by photo
-(``held_out_by_group``). Measured (session 14) on nano-v10: last 0.83 (brick 0.43, chelsea 0.97, coffee 1.00,
-moon 0.98, rocket 0.77), image tokens 0.88 (brick 0.53, rocket 0.88, the others 0.98–1.00): the base's features
+(``held_out_by_group``). Measured (session 14) on nano-v10: last 0.85 (brick 0.52, chelsea 0.97, coffee 1.00,
+moon 0.98, rocket 0.78), image tokens 0.88 (brick 0.47, rocket 0.93, the others 1.00): the base's features
 carry no transferable swap signal for the brick wall, the photo that caps GRPO's mean.
 """
 

@@ -34,3 +34,24 @@ def test_linear_probe_names_mismatched_groups():
     xtr, ytr, _ = _data(40, 0, {"moon"})
     with pytest.raises(ValueError, match="groups has 3 names for 40 held-out rows"):
         probe.linear_probe(xtr, ytr, xtr, ytr, groups=["a", "b", "c"])
+
+
+def test_swap_probe_fits_on_photos_only_and_scores_each_held_out_photo(nano_dir, monkeypatch):
+    from jrl_core import experiment, nano
+    from jrl_core.images import SKIMAGE_TEST
+
+    sources, real = [], experiment.train_rows
+
+    def spy(exp, *args, **kwargs):
+        sources.append(exp.photo_source)
+        return real(exp, *args, **kwargs)
+
+    monkeypatch.setattr(experiment, "train_rows", spy)
+    model, processor = nano.load_model(str(nano_dir))
+    report = probe.swap_probe(model, processor, n_train=24, n_test=20)
+    assert experiment.load_recipe(probe.RECIPE).photo_source != "skimage"  # the default adds procedural pictures
+    assert sources == ["skimage"]  # the probe's fit does not move with them
+    for feat in ("last", "img_final"):
+        by = report[feat]["held_out_by_group"]
+        assert set(by) <= set(SKIMAGE_TEST) and all(0.0 <= v <= 1.0 for v in by.values())
+    assert report["n_train"] == 24 and report["n_test"] == 20 and 0.0 <= report["model_accuracy"] <= 1.0
