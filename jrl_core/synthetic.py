@@ -35,6 +35,13 @@ def _colour(rng: np.random.Generator, palette: np.ndarray) -> tuple[int, int, in
     return tuple(int(v) for v in np.clip(base + rng.normal(0, 25, 3), 0, 255))
 
 
+def _generator(seed: int | str, size: int) -> np.random.Generator:
+    """The picture's random generator (PCG64 from :func:`hash_seed`); ``ValueError`` for ``size < 32``."""
+    if size < 32:
+        raise ValueError(f"size={size}: use at least 32 px.")
+    return np.random.default_rng(abs(hash_seed(seed)))
+
+
 def dead_leaves(seed: int | str, size: int = SIZE) -> Image.Image:
     """One procedural picture.
 
@@ -46,9 +53,7 @@ def dead_leaves(seed: int | str, size: int = SIZE) -> Image.Image:
     Raises:
         ValueError: ``size < 32``.
     """
-    if size < 32:
-        raise ValueError(f"size={size}: use at least 32 px.")
-    rng = np.random.default_rng(abs(hash_seed(seed)))
+    rng = _generator(seed, size)
     palette = rng.uniform(20, 235, (rng.integers(3, 7), 3))  # a few dominant colours per picture, like a scene
     # background: a smooth two-colour gradient in a random direction
     c0, c1 = np.array(_colour(rng, palette), float), np.array(_colour(rng, palette), float)
@@ -107,9 +112,7 @@ def tiling(seed: int | str, size: int = SIZE) -> Image.Image:
     Raises:
         ValueError: ``size < 32``.
     """
-    if size < 32:
-        raise ValueError(f"size={size}: use at least 32 px.")
-    rng = np.random.default_rng(abs(hash_seed(f"tiling:{seed}")))
+    rng = _generator(f"tiling:{seed}", size)
     big = 2 * size  # the wall is drawn twice as large, then viewed through a quadrilateral in its middle
     palette = np.clip(rng.uniform(40, 215, 3) + rng.normal(0, 30, (rng.integers(2, 5), 3)), 0, 255)  # one material
     if rng.uniform() < 1 / 3:  # stone, concrete: grey
