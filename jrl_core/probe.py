@@ -137,15 +137,16 @@ def swap_probe(model, processor, *, n_train: int = 600, n_test: int = 300, recip
             procedural pictures, so the probe does not move with the GRPO training mix); n_test: held-out puzzles (the
             recipe's fixed held-out set, ``experiment.heldout_rows``).
     Returns:
-        ``{"last": probe result, "img_final": probe result (each with its held-out accuracy by photo), "model_accuracy": greedy A/B accuracy on the held-out
-        puzzles, "share_A": its share of "A", "n_train", "n_test"}`` (see :func:`linear_probe`).
+        ``{"last": probe result, "img_final": probe result (each with its held-out accuracy by photo),
+        "model_accuracy": greedy A/B accuracy on the held-out puzzles, "share_A": its share of "A", "n_train",
+        "n_test"}`` (see :func:`linear_probe`).
     """
     from jrl_core.images import split_procedural
 
     exp = experiment.load_recipe(recipe, {"n_test": n_test})
     size = nano.view_size(processor)
-    photos = split_procedural(exp.photo_source)[0]  # the probe fits on photos only, whatever pictures GRPO adds
-    train = experiment.train_rows(experiment.load_recipe(recipe, {"seed": 9_999, "photo_source": photos}), steps=1,
+    photos_only = split_procedural(exp.photo_source)[0]  # the probe fits on photos only, whatever GRPO adds
+    train = experiment.train_rows(experiment.load_recipe(recipe, {"seed": 9_999, "photo_source": photos_only}), steps=1,
                                   prompts_per_step=n_train, view_size=size, split="probe")
     test = experiment.heldout_rows(exp, view_size=size)
     ftr, fte = features(model, processor, train), features(model, processor, test)
