@@ -18,11 +18,12 @@ Four sources, one entry point (:func:`load_photos`), each optionally with proced
   a COCO-style dict ``{"images": [{"file_name": ...}, ...]}`` (an image entry may carry
   ``"split": "train"|"test"``), or a dict ``{"train": [...], "test": [...]}``. Without an explicit
   split the same 80/20 hash split as for folders is used (on the file name).
-* any of these followed by ``"+synthetic"`` or ``"+synthetic:N"`` (e.g. ``"skimage+synthetic"``, the nano
-  default): the source's photos plus ``N`` procedural dead-leaves pictures (:mod:`jrl_core.synthetic`;
-  default :data:`SYNTHETIC_TRAIN_PICTURES`) on the *train* side only; the test split is exactly the
-  source's (:func:`split_procedural`). See :data:`SYNTHETIC_TRAIN_PICTURES` for why. ``"+tiling[:N]"`` adds
-  procedural walls (:func:`jrl_core.synthetic.tiling`) the same way; both suffixes may be given.
+* any of these followed by ``"+synthetic"`` or ``"+synthetic:N"`` (e.g. ``"skimage+synthetic"``): the source's
+  photos plus ``N`` procedural dead-leaves pictures (:mod:`jrl_core.synthetic`; default
+  :data:`SYNTHETIC_TRAIN_PICTURES`) on the *train* side only; the test split is exactly the source's
+  (:func:`split_procedural`). ``"+tiling[:N]"`` adds procedural walls (:func:`jrl_core.synthetic.tiling`) the
+  same way; both suffixes may be given. The nano default is ``"skimage+synthetic+tiling"``; see
+  :data:`SYNTHETIC_TRAIN_PICTURES` and :data:`PROCEDURAL_TRAIN_PICTURES` for why.
 
 Photos are **streamed**: :func:`load_photos` lists files and reads their headers only; a photo's
 pixels are decoded when :attr:`Photo.image` is used, through a small per-process LRU cache
@@ -527,7 +528,8 @@ def _coco_entries(coco_dir: Path, split: str) -> list[tuple[str, Path]]:
 
 SYNTHETIC_TRAIN_PICTURES = 42
 """Procedural pictures a ``"+synthetic"`` source adds to the train split: three per skimage training photo, so
-three quarters of the training puzzles are cut from them (views go round-robin over the photo list).
+with ``"skimage+synthetic"`` three quarters of the training puzzles are cut from them (views go round-robin over the
+photo list; with the default's 14 walls too, three in five).
 
 Why (session 12, nano-v10, GRPO preset, seed 0, the fixed held-out set of 300 puzzles on the 5 test photos): a
 dead-leaves picture has no sky, ground or upright objects, so a swapped pair can be told only from whether the
