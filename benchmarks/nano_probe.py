@@ -13,7 +13,6 @@ carry no transferable swap signal for the brick wall, the photo that caps GRPO's
 from __future__ import annotations
 
 import json
-import sys
 import time
 
 from jrl_core import nano, probe
@@ -29,4 +28,8 @@ def main(path: str | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(sys.argv[1] if len(sys.argv) > 1 else None), indent=1))
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("checkpoint", nargs="?", help="a nano checkpoint folder (default: the shipped base)")
+    print(json.dumps(main(ap.parse_args().checkpoint), indent=1))

@@ -27,8 +27,8 @@ sharing does not touch pretraining):
 Prints one table with the absolute figures and each variant's ratio to v4 (higher = faster).
 
 ``--base DIR`` measures the GRPO step only, from a trained checkpoint (e.g. ``data/nano/nano-v10``, whose policy
-writes the 2–3-token completions of a real run), for the variants of the current nano configuration (``v6`` on);
-ratios are then to ``v6``.
+writes the 2–3-token completions of a real run), for the variants of the current nano configuration (``v6`` on, or
+those named by ``--variants``); ratios are then to the first of them.
 """
 
 from __future__ import annotations
@@ -115,6 +115,8 @@ def main() -> None:
     ap.add_argument("--build-steps", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--base", help="a trained nano checkpoint: GRPO steps only, variants v6 on")
+    ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), metavar="NAME",
+                    help=f"with --base: only these variants (ratios to the first); of {', '.join(VARIANTS)}")
     args = ap.parse_args()
     if args.base:
         trained_base(args)
@@ -154,6 +156,12 @@ def main() -> None:
 def trained_base(args) -> None:
     """GRPO seconds per step from ``args.base`` for the variants of the current nano configuration, alternating."""
     names = [n for n, (nano_over, _) in VARIANTS.items() if not nano_over]
+    if args.variants:
+        other = [n for n in args.variants if n not in names]
+        if other:
+            raise SystemExit(f"--variants {' '.join(other)}: these change the nano configuration, so they have no "
+                             f"trained base; with --base choose among {', '.join(names)}.")
+        names = list(dict.fromkeys(args.variants))
     res: dict[str, list[float]] = {n: [] for n in names}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeats):

@@ -515,8 +515,8 @@ class Experiment:
             COCO data dir; any of them with ``"+synthetic[:N]"`` appended adds N procedural pictures to the train
             split only (``jrl_core.images.SYNTHETIC_TRAIN_PICTURES``), ``"+tiling[:N]"`` N procedural walls
             (``jrl_core.synthetic.tiling``; ``images.split_procedural``). Default ``"skimage+synthetic+tiling"``
-            (session 14; session 12's was ``"skimage+synthetic"``): the 14 training photos plus 42 dead-leaves
-            pictures and 14 walls, the 5 test photos held out (nano scale; the paper recipes train on COCO,
+            (session 14, 42 walls since session 15; session 12's was ``"skimage+synthetic"``): the 14 training
+            photos plus 42 dead-leaves pictures and 42 walls, the 5 test photos held out (nano scale; the paper recipes train on COCO,
             ``photo_source: data``).
         size: training puzzle size ``"mxn"`` (m, n ≥ 1, m·n ≥ 2; Jigsaw-R1 trains 2x1 by default);
             ignored when ``curriculum`` is given.

@@ -10,6 +10,8 @@ Four sources, one entry point (:func:`load_photos`), each optionally with proced
   (:data:`PACKAGE_PHOTOS`: matplotlib's sample data, scikit-learn's sample images, PyWavelets' data),
   all of them on the *train* side: the test split is exactly ``"skimage"``'s (the same 5 photos, the
   same held-out puzzles), the train split has 19 photos instead of 14.
+* ``"package-photos"``: those five photos alone, as a *second held-out set* (test split only; the nano base and
+  the default recipes never see them): :func:`jrl_core.experiment.second_heldout_rows`.
 * a folder of images: every ``*.jpg|*.jpeg|*.png|*.bmp|*.webp`` below it (recursive, case-insensitive
   suffix). Split by a stable hash of the relative POSIX path: ``sha1(path) mod 100 < 80`` → train,
   else test (80/20; independent of process, machine and ``PYTHONHASHSEED``).
@@ -466,14 +468,19 @@ def _skimage_entries(split: str) -> list[tuple[str, Path]]:
     return entries
 
 
-def _package_entries(split: str) -> list[tuple[str, Path]]:
-    """The ``"packages"`` source: skimage's entries, then (train split only) :data:`PACKAGE_PHOTOS`.
+def _package_entries(split: str, *, alone: bool = False) -> list[tuple[str, Path]]:
+    """The ``"packages"`` source: skimage's entries, then (train split only) :data:`PACKAGE_PHOTOS`. With
+    ``alone`` (the ``"package-photos"`` source): :data:`PACKAGE_PHOTOS` only, as a test set (no train split).
 
-    Raises ``ValueError`` naming the package and the fix when one is not installed."""
+    Raises ``ValueError`` naming the package and the fix when one is not installed, and for ``alone`` with the
+    train split."""
     import importlib
 
-    entries = _skimage_entries(split)
-    if split == "test":
+    if alone and split == "train":
+        raise ValueError("photo source 'package-photos' is a held-out set only (the five photos other packages "
+                         "ship); it has no train split. Train on 'skimage' or 'packages' and evaluate on it.")
+    entries = [] if alone else _skimage_entries(split)
+    if split == "test" and not alone:
         return entries
     for name, (module, rel) in PACKAGE_PHOTOS.items():
         try:
@@ -529,7 +536,7 @@ def _coco_entries(coco_dir: Path, split: str) -> list[tuple[str, Path]]:
 SYNTHETIC_TRAIN_PICTURES = 42
 """Procedural pictures a ``"+synthetic"`` source adds to the train split: three per skimage training photo, so
 with ``"skimage+synthetic"`` three quarters of the training puzzles are cut from them (views go round-robin over the
-photo list; with the default's 14 walls too, three in five).
+photo list; with the default's 42 walls too, three in seven).
 
 Why (session 12, nano-v10, GRPO preset, seed 0, the fixed held-out set of 300 puzzles on the 5 test photos): a
 dead-leaves picture has no sky, ground or upright objects, so a swapped pair can be told only from whether the
@@ -542,15 +549,20 @@ SYNTHETIC_SEED = 777
 vision stage, when it uses pictures, draws them with its own config seed."""
 
 
-PROCEDURAL_TRAIN_PICTURES = {"synthetic": SYNTHETIC_TRAIN_PICTURES, "tiling": 14}
+PROCEDURAL_TRAIN_PICTURES = {"synthetic": SYNTHETIC_TRAIN_PICTURES, "tiling": 42}
 """Pictures a photo source's procedural suffix adds when it gives no count (``"+synthetic"``: 42 dead-leaves
-pictures, ``"+tiling"``: 14 walls, one per skimage training photo); kinds: :data:`jrl_core.synthetic.KINDS`.
+pictures, ``"+tiling"``: 42 walls, three per skimage training photo); kinds: :data:`jrl_core.synthetic.KINDS`.
 
 Why the walls (session 14, nano-v10, GRPO preset, seeds 0–4, the same held-out set): the base's swap probe is at
-chance on the held-out brick wall. With ``"skimage+synthetic+tiling"`` (the nano default since then; views go
-round-robin over 14 photos + 42 + 14 pictures) RQ1 2x1 reached 88.7 / 87.7 / 87.7 / 87.7 / 88.0% (dead leaves
-alone: 87.0 / 88.0 / 84.7 / 87.3 / 88.7%), through rocket rather than brick; 42 walls gave 88.1% on average;
-1x2 70.3% (dead leaves alone 72.3%)."""
+chance on the held-out brick wall. With 14 walls (the default of session 14; views go round-robin over 14 photos
++ 42 + 14 pictures) RQ1 2x1 reached 88.7 / 87.7 / 87.7 / 87.7 / 88.0% (dead leaves alone: 87.0 / 88.0 / 84.7 /
+87.3 / 88.7%), through rocket rather than brick, and 1x2 70.3% (dead leaves alone 72.3%, seed sd 9.7 points).
+
+Why 42 (session 15): with 42 walls 2x1 reached 88.1% and 1x2 73.1% with its seeds in agreement (72.0–74.7%, sd
+1.0 point, no locked answer cell). The choice was made on the *second* held-out set
+(:func:`jrl_core.experiment.second_heldout_rows`, five photos no setting had been chosen on), by a rule fixed
+before scoring it (42 if it is not worse on either size): 2x1 95.2% with 42 walls vs 94.3% with 14, 1x2 77.9% vs
+74.8%. That set has chosen this one setting and nothing else."""
 
 
 @functools.lru_cache(maxsize=4)
@@ -566,7 +578,7 @@ def split_procedural(source: str) -> tuple[str, dict[str, int]]:
 
     Suffixes ``"+<kind>"`` or ``"+<kind>:N"`` with a kind of :data:`PROCEDURAL_TRAIN_PICTURES` come after the base,
     in any order: ``"skimage+synthetic"`` → ``("skimage", {"synthetic": 42})``, ``"skimage+synthetic:14+tiling"`` →
-    ``("skimage", {"synthetic": 14, "tiling": 14})``, any other name → ``(name, {})``.
+    ``("skimage", {"synthetic": 14, "tiling": 42})``, any other name → ``(name, {})``.
 
     Raises:
         ValueError: a suffix whose count is not an integer ≥ 1, or a kind given twice (the message shows the form).
@@ -612,7 +624,8 @@ def load_photos(
 
     Args:
         source: ``"skimage"`` (split by photo: :data:`SKIMAGE_TEST` held out), ``"packages"`` (the same
-            test split; train adds :data:`PACKAGE_PHOTOS`),
+            test split; train adds :data:`PACKAGE_PHOTOS`), ``"package-photos"`` (:data:`PACKAGE_PHOTOS` alone,
+            test split only: a second held-out set),
             a path to a folder of images (80/20 hash split of the relative path), or a path to a data
             dir holding ``coco/train2014/`` and ``coco/train2014.json`` (the reference's COCO layout;
             the json's split if it gives one, else the hash split). See the module docstring.
@@ -649,6 +662,8 @@ def load_photos(
         entries, kind = _skimage_entries(split), "skimage"
     elif source == "packages":
         entries, kind = _package_entries(split), "packages"
+    elif source == "package-photos":
+        entries, kind = _package_entries(split, alone=True), "package-photos"
     else:
         root = Path(source).expanduser()
         if (root / "coco" / "train2014.json").is_file():
@@ -659,8 +674,9 @@ def load_photos(
             entries, kind = _folder_entries(root, split), "folder"
         else:
             raise ValueError(
-                f"unknown photo source {source!r}: not 'skimage' or 'packages' and not an existing folder. "
-                "Pass 'skimage', 'packages', a folder of images, or a data dir containing coco/train2014.json."
+                f"unknown photo source {source!r}: not 'skimage', 'packages' or 'package-photos' and not an "
+                "existing folder. Pass one of those, a folder of images, or a data dir containing "
+                "coco/train2014.json."
             )
     photos: list[Photo] = []
     for name, path in entries:

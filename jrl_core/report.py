@@ -414,6 +414,18 @@ def seeds_text(res: dict, *, scale: str | None = None) -> str:
             f"{100 * g['high']:+.1f}); {where}")
 
 
+def second_heldout_text(second: dict, *, scale: str | None = None) -> str:
+    """The second held-out set's result (``experiment.second_heldout``) in :func:`seeds_text`'s words: the mean
+    after training with its bootstrap interval over seeds and photos, every seed, the base and the paired gain."""
+    a, b, g = second["after"], second["before"], second["gain"]
+    seeds = ", ".join(pct(float(t["correct"].mean())) for t in second["seeds"].values())
+    photos = ", ".join(sorted(second["by_photo"]["group"].unique()))
+    return (f"Second held-out set ({a['n_puzzles']} puzzles of {a['n_photos']} photos other packages ship: {photos}; "
+            f"never trained on; the walls' count is the one setting chosen on them{', ' + scale + ' scale' if scale else ''}): "
+            f"{pct_ci(a['mean'], a['low'], a['high'])} after GRPO, mean of {a['n_runs']} seeds ({seeds}); base "
+            f"{pct(b['mean'])}; gain {100 * g['mean']:+.1f} points ({100 * g['low']:+.1f} to {100 * g['high']:+.1f})")
+
+
 def seeds_table(table: pd.DataFrame) -> pd.DataFrame:
     """``experiment.run_seeds(...)["table"]`` for reading: per seed, base and after-training accuracy with the
     Wilson 95% interval, the gain in points, the share of "A" answers, and whether the seed was read back."""

@@ -254,3 +254,42 @@ def test_seeds_trained_in_worker_processes_match_seeds_trained_in_a_row(comparis
         experiment.run_seeds(exp, tmp_path / "par", SEEDS, jobs=0)
     with pytest.raises(ValueError, match="extra_eval"):
         experiment.run_seeds(exp, tmp_path / "par", SEEDS, jobs=2, extra_eval=lambda *a: {})
+
+
+def test_the_second_held_out_set_scores_each_trained_seed_once(comparison, nano_dir, monkeypatch):
+    """experiment.second_heldout: the base and every seed's final model on puzzles of the five package photos
+    (none of them a training or first-set photo); tables are read back while the model and puzzles are unchanged,
+    and scored again when the model changed; a seed without a trained model is named."""
+    from jrl_core import evaluate, images
+
+    run_dir, _ = comparison
+    exp = experiment.apply_overrides(tiny_arms(nano_dir)["const"], {"n_test": 5})  # one puzzle per photo
+    calls = []
+    real = evaluate.evaluate
+    monkeypatch.setattr(evaluate, "evaluate", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    first = experiment.second_heldout(exp, run_dir / "const", SEEDS)
+    assert len(calls) == len(SEEDS) + 1  # each seed and the base, once
+    photos = set(first["by_photo"]["group"])
+    assert photos == set(images.PACKAGE_PHOTOS) and not photos & set(images.SKIMAGE_PHOTOS)
+    assert first["after"]["n_runs"] == len(SEEDS) and first["after"]["n_photos"] == 5
+    assert set(first["by_photo"]["stage"]) == {"before", "after"}
+    assert "Second held-out set (5 puzzles of 5 photos" in report.second_heldout_text(first)
+    again = experiment.second_heldout(exp, run_dir / "const", SEEDS)
+    assert len(calls) == len(SEEDS) + 1  # read back, nothing scored again
+    for s in SEEDS:
+        cols = ["image_id", "solution", "completion", "correct"]  # read back as eval tables are (no NaN parsing)
+        pd.testing.assert_frame_equal(again["seeds"][s][cols], first["seeds"][s][cols], check_dtype=False)
+    sidecar = run_dir / "const" / f"seed{SEEDS[0]}" / "eval_second.json"
+    sidecar.write_text(json.dumps({**json.loads(sidecar.read_text()), "model_sha256": "0" * 64}))
+    experiment.second_heldout(exp, run_dir / "const", SEEDS)  # as if seed 0's model had been retrained
+    assert len(calls) == len(SEEDS) + 2
+    with pytest.raises(FileNotFoundError, match="seed7"):
+        experiment.second_heldout(exp, run_dir / "const", [7])
+
+
+def test_the_package_photos_source_is_a_test_set_only():
+    from jrl_core import images
+
+    assert [p.image_id for p in images.load_photos("package-photos", "test")] == list(images.PACKAGE_PHOTOS)
+    with pytest.raises(ValueError, match="no train split"):
+        images.load_photos("package-photos", "train")

@@ -83,7 +83,7 @@ def test_split_procedural_parses_the_suffixes_and_names_a_bad_count():
     assert split_procedural("skimage+synthetic") == ("skimage", {"synthetic": SYNTHETIC_TRAIN_PICTURES})
     assert split_procedural("/data/photos+synthetic:7") == ("/data/photos", {"synthetic": 7})
     assert split_procedural("a+synthetically") == ("a+synthetically", {})  # not the suffix: a folder name
-    assert split_procedural("skimage+synthetic:5+tiling") == ("skimage", {"synthetic": 5, "tiling": 14})
+    assert split_procedural("skimage+synthetic:5+tiling") == ("skimage", {"synthetic": 5, "tiling": 42})
     assert split_procedural("skimage+tiling:3+synthetic") == ("skimage", {"tiling": 3, "synthetic": 42})
     for bad in ("skimage+synthetic:0", "skimage+synthetic:x", "skimage+synthetic:"):
         with pytest.raises(ValueError, match=r"\+synthetic:42"):
