@@ -139,7 +139,9 @@ def swap_probe(model, processor, *, n_train: int = 600, n_test: int = 300, recip
     Returns:
         ``{"last": probe result, "img_final": probe result (each with its held-out accuracy by photo),
         "model_accuracy": greedy A/B accuracy on the held-out puzzles, "share_A": its share of "A", "n_train",
-        "n_test"}`` (see :func:`linear_probe`).
+        "n_test", "second_heldout": {"last", "img_final"}}`` (see :func:`linear_probe`); ``second_heldout`` scores
+        the same fits on ``n_test`` puzzles of the second held-out set (``experiment.second_heldout_rows``: five
+        photos no default was tuned on).
     """
     from jrl_core.images import split_procedural
 
@@ -158,4 +160,10 @@ def swap_probe(model, processor, *, n_train: int = 600, n_test: int = 300, recip
     report["model_accuracy"] = round(((fte["pred_a"] == 1) == (gold_a == 1)).float().mean().item(), 3)
     report["share_A"] = round(fte["pred_a"].mean().item(), 3)
     report.update(n_train=n_train, n_test=n_test)
+    second = experiment.second_heldout_rows(exp, view_size=size)  # the same fit (deterministic) on other photos
+    fse = features(model, processor, second)
+    yse = torch.tensor([swapped_label(r) for r in second]).float()
+    report["second_heldout"] = {feat: linear_probe(ftr[feat], ytr, fse[feat], yse,
+                                                   groups=[stats.photo_of(str(r["image_id"])) for r in second])
+                                for feat in ("last", "img_final")}
     return report

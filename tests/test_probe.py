@@ -55,3 +55,9 @@ def test_swap_probe_fits_on_photos_only_and_scores_each_held_out_photo(nano_dir,
         by = report[feat]["held_out_by_group"]
         assert set(by) <= set(SKIMAGE_TEST) and all(0.0 <= v <= 1.0 for v in by.values())
     assert report["n_train"] == 24 and report["n_test"] == 20 and 0.0 <= report["model_accuracy"] <= 1.0
+    from jrl_core.images import PACKAGE_PHOTOS
+
+    for feat in ("last", "img_final"):  # the same fit, scored on the second held-out set's photos
+        second = report["second_heldout"][feat]
+        assert set(second["held_out_by_group"]) == set(PACKAGE_PHOTOS) and 0.0 <= second["held_out"] <= 1.0
+        assert second["l2"] == report[feat]["l2"] and second["fit_train"] == report[feat]["fit_train"]
