@@ -118,6 +118,8 @@ def main() -> None:
     ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), metavar="NAME",
                     help=f"with --base: only these variants (ratios to the first); of {', '.join(VARIANTS)}")
     args = ap.parse_args()
+    if args.variants and not args.base:
+        ap.error("--variants needs --base (without it every variant is measured, the build included).")
     if args.base:
         trained_base(args)
         return

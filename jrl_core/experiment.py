@@ -89,21 +89,36 @@ def heldout_rows(exp: Experiment, *, view_size: int, record=None) -> list[dict]:
 
 SECOND_HELDOUT_SOURCE = "package-photos"
 """Photo source of the second held-out set: the five photographs other installed packages ship (matplotlib,
-scikit-learn, PyWavelets; ``jrl_core.images.PACKAGE_PHOTOS``), never seen by the nano base, by the default recipes'
-training or by any choice of their settings."""
+scikit-learn, PyWavelets; ``jrl_core.images.PACKAGE_PHOTOS``), never seen by the nano base or by the default recipes'
+training. One setting was chosen on them: the number of procedural walls (``images.PROCEDURAL_TRAIN_PICTURES``)."""
 
 
-def second_heldout_rows(exp: Experiment, *, view_size: int) -> list[dict]:
-    """A second fixed held-out set: the puzzles of :func:`heldout_rows` (same puzzle spec, size, count and seeds)
-    cut from views of :data:`SECOND_HELDOUT_SOURCE`'s five photos instead of the recipe's test photos.
+def second_heldout_rows(exp: Experiment, *, view_size: int, n_test: int | None = None) -> list[dict]:
+    """A second fixed held-out set: the puzzles of :func:`heldout_rows` (same puzzle spec, size and seeds) cut from
+    views of :data:`SECOND_HELDOUT_SOURCE`'s five photos instead of the recipe's test photos.
 
     The first held-out set's five skimage photos have been looked at while choosing the nano defaults (the
-    procedural walls were added after the brick photo's failures); these five have not, so they measure the
-    same model on photos nobody tuned for. Raises ``ValueError`` when one of the packages is not installed."""
-    from jrl_core import evaluate
+    procedural walls were added after the brick photo's failures); these five have not (but for the walls' count,
+    see :data:`SECOND_HELDOUT_SOURCE`), so they measure the same model on photos the defaults were not fitted to.
 
-    return evaluate.test_rows(exp.puzzle_spec(), n_items=exp.n_test, image_size=view_size,
-                              source=SECOND_HELDOUT_SOURCE)
+    Args:
+        exp: the recipe (its puzzle spec and ``n_test``); view_size: view side in px (the model's input side);
+        n_test: puzzles (default ``exp.n_test``).
+    Returns:
+        ``n_test`` row dicts as :func:`heldout_rows`'s, ``image_id`` ``"<photo>#<view index>"``.
+    Raises:
+        ValueError: the recipe trains on these photos (``photo_source`` ``"packages"``: use ``"skimage"``-based
+            sources), or one of the packages is not installed.
+    """
+    from jrl_core import evaluate
+    from jrl_core.images import split_procedural
+
+    if split_procedural(exp.photo_source)[0] == "packages":
+        raise ValueError(f"photo_source={exp.photo_source!r} trains on the second held-out set's photos "
+                         f"({SECOND_HELDOUT_SOURCE}), so they would not be held out; train on a 'skimage' source "
+                         "to score it.")
+    return evaluate.test_rows(exp.puzzle_spec(), n_items=exp.n_test if n_test is None else n_test,
+                              image_size=view_size, source=SECOND_HELDOUT_SOURCE)
 
 
 def rows_digest(rows: list[dict]) -> str:
@@ -910,18 +925,25 @@ def seed_grids(res: dict):
     return {"before": before, "after": agg}
 
 
-def _file_sha256(path: Path) -> str:
+def _weights_sha256(folder: Path) -> str:
+    """sha256 over a model folder's ``*.safetensors`` files (names and bytes, sorted by name: one file or shards).
+    Raises ``FileNotFoundError`` naming the folder when it holds none."""
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{folder}: no *.safetensors weights to score.")
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    for path in files:
+        h.update(path.name.encode())
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
     return h.hexdigest()
 
 
 def _scored_once(table_path: Path, key: dict, score):
-    """The per-puzzle table at ``table_path`` when its sidecar ``<name>.json`` holds ``key`` (the model's and the
-    rows' sha256), else ``score()`` written there (table first, then the sidecar, each atomically), so a table is
-    never paired with another model or other puzzles."""
+    """The per-puzzle table at ``table_path`` when its sidecar ``<name>.json`` holds ``key`` (what was scored: the
+    model's and the rows' sha256, ...), else ``score()`` written there. The old sidecar goes first, then the table
+    and the new sidecar are written (each atomically), so a table is never paired with another model or puzzles."""
     import pandas as pd
 
     sidecar = table_path.with_suffix(".json")
@@ -931,41 +953,65 @@ def _scored_once(table_path: Path, key: dict, score):
     except (OSError, ValueError):
         pass
     table = score()
+    sidecar.unlink(missing_ok=True)
     atomic_write_text(table_path, table.to_csv(index=False))
     atomic_write_text(sidecar, json.dumps(key, sort_keys=True))
     return table
 
 
-def second_heldout(exp: Experiment, run_dir: str | Path, seeds) -> dict:
+def _photo_accuracy(table):
+    """A per-puzzle table's accuracy by source photo (``stats.photo_of`` of ``image_id``): DataFrame ``group``,
+    ``n``, ``accuracy`` (in [0, 1])."""
+    from jrl_core import stats
+
+    return table.groupby(table["image_id"].astype(str).map(stats.photo_of))["correct"].agg(
+        n="size", accuracy="mean").reset_index(names="group")
+
+
+def second_heldout(exp: Experiment, run_dir: str | Path, seeds, *, n_test: int | None = None) -> dict:
     """The base and every seed's trained model scored on the second held-out set (:func:`second_heldout_rows`).
 
-    Each seed's final model (``<run_dir>/seed<s>/grpo/final``, written by :func:`run_experiment`) is scored once:
-    the table goes to ``seed<s>/eval_second.csv`` with the model's and the puzzles' sha256 beside it, and is read
-    back while both match; the base's to ``<run_dir>/base_second.csv``. Greedy decoding, the recipe's evaluation
-    budget (as :func:`run_experiment`). Diagnostic of this workbook (not in the papers): the first held-out set's
-    photos have been looked at while choosing the nano defaults, these five have not.
+    Each seed must have finished with this recipe (:func:`run_seeds`' record in ``<run_dir>/seed<s>/``); its final
+    model (``seed<s>/grpo/final``) is scored once: the table goes to ``seed<s>/eval_second.csv`` with the weights',
+    the puzzles' sha256, the dtype and the budget beside it, and is read back while they match; the base's goes to
+    ``<run_dir>/base_second.csv``. Greedy decoding, the recipe's evaluation budget (as :func:`run_experiment`).
+    Diagnostic of this workbook (not in the papers).
 
     Args:
-        exp: the recipe the seeds were trained with; run_dir: :func:`run_seeds`'s folder; seeds: ints.
+        exp: the recipe the seeds were trained with; run_dir: :func:`run_seeds`' folder; seeds: ints ≥ 0;
+        n_test: puzzles of the second set (default ``exp.n_test``).
     Returns:
-        ``{"base": table, "seeds": {seed: table}, "after": bootstrap over seeds and photos
-        (``stats.bootstrap``), "gain": the paired after − base difference, "before": the base's bootstrap,
-        "by_photo": :func:`seed_breakdown`'s columns, by photo}``; tables as ``evaluate.EvalResult.table``.
+        ``{"base": table, "seeds": {seed: table}, "before": the base's bootstrap, "after": bootstrap over seeds and
+        photos (``stats.bootstrap``), "gain": the paired after − base difference, "by_photo": :func:`seed_breakdown`'s
+        columns, by photo, "photo_source": exp.photo_source}``; tables as ``evaluate.EvalResult.table``.
     Raises:
-        FileNotFoundError: a seed without a final model (not trained yet, killed, or an SFT-only recipe), naming
-            the folder; ValueError: a package photo cannot be loaded (from :func:`second_heldout_rows`).
+        ValueError: seeds not ints ≥ 0; the base is not a local model folder (a hub id: pass its local copy as
+            ``model``); the recipe trains on these photos (from :func:`second_heldout_rows`).
+        FileNotFoundError: a seed that did not finish with this recipe (not trained, killed, trained with another
+            recipe, or an SFT-only recipe without a final model), naming its folder.
     """
     import pandas as pd
 
     from jrl_core import evaluate, nano, stats
 
+    seeds = list(dict.fromkeys(seeds))
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+        raise ValueError(f"seeds={seeds!r}: give a non-empty list of ints >= 0, e.g. [0, 1, 2].")
     root = Path(run_dir)
-    finals = {s: runs.RunFolder(root / f"seed{s}").trainer_dir("grpo") / "final" for s in seeds}
-    missing = [str(f) for f in finals.values() if not (f / "model.safetensors").is_file()]
-    if missing:
-        raise FileNotFoundError(f"no trained model to score on the second held-out set: {', '.join(missing)} "
-                                "(run the seeds first; SFT-only recipes keep no final model).")
+    folders = {s: runs.RunFolder(root / f"seed{s}") for s in seeds}
+    finals = {s: f.trainer_dir("grpo") / "final" for s, f in folders.items()}
+    unfinished = [str(f.root) for s, f in folders.items()
+                  if not any(finals[s].glob("*.safetensors"))
+                  or not _same_recipe(((runs.read_metrics(f.root) or {}).get("details") or {}).get("experiment") or {},
+                                      apply_overrides(exp, {"seed": s}).to_dict())]
+    if unfinished:
+        raise FileNotFoundError(f"no finished seed of this recipe to score on the second held-out set in "
+                                f"{', '.join(unfinished)}: run run_seeds with it first (SFT-only recipes keep no "
+                                "final model).")
     base_path = Path(nano.resolve_model(exp.model, **exp.nano))
+    if not base_path.is_dir():
+        raise ValueError(f"model={exp.model!r} is not a local folder; the second held-out set scores weights on "
+                         "disk: pass the model's local copy as `model`.")
     budget = exp.eval_max_new_tokens or exp.grpo_settings().max_completion_length
     rows = None
 
@@ -973,22 +1019,21 @@ def second_heldout(exp: Experiment, run_dir: str | Path, seeds) -> dict:
         nonlocal rows
         model, processor = nano.load_model(str(folder), dtype=exp.dtype)
         if rows is None:
-            rows = second_heldout_rows(exp, view_size=nano.view_size(processor))
-        key = {"model_sha256": _file_sha256(folder / "model.safetensors"), "rows_sha256": rows_digest(rows),
+            rows = second_heldout_rows(exp, view_size=nano.view_size(processor), n_test=n_test)
+        key = {"weights_sha256": _weights_sha256(folder), "rows_sha256": rows_digest(rows), "dtype": str(exp.dtype),
                "max_new_tokens": budget}
         return _scored_once(out, key, lambda: evaluate.evaluate(model, processor, rows, max_new_tokens=budget,
                                                                   progress=False).table)
 
     base = score(base_path, root / "base_second.csv")
-    tables = {s: score(f, f.parent.parent / "eval_second.csv") for s, f in finals.items()}
-    by_photo = pd.DataFrame(
-        [{"seed": s, "stage": stage, "by": "photo", "group": photo, "n": len(part),
-          "accuracy": float(part["correct"].mean())}
-         for stage, tabs in (("before", {s: base for s in seeds}), ("after", tables)) for s, t in tabs.items()
-         for photo, part in t.groupby(t["image_id"].astype(str).map(stats.photo_of))])
+    tables = {s: score(finals[s], folders[s].root / "eval_second.csv") for s in seeds}
+    by_photo = pd.concat([_photo_accuracy(t).assign(by="photo", seed=s, stage=stage)
+                          for stage, tabs in (("before", {s: base for s in seeds}), ("after", tables))
+                          for s, t in tabs.items()], ignore_index=True)
     return {"base": base, "seeds": tables, "before": stats.bootstrap({s: base for s in seeds}),
             "after": stats.bootstrap(tables), "gain": stats.bootstrap(tables, {s: base for s in seeds}),
-            "by_photo": by_photo}
+            "by_photo": by_photo[["seed", "stage", "by", "group", "n", "accuracy"]],
+            "photo_source": exp.photo_source}
 
 
 def seed_breakdown(res: dict, rows: list[dict]):
@@ -1014,7 +1059,7 @@ def seed_breakdown(res: dict, rows: list[dict]):
     """
     import pandas as pd
 
-    from jrl_core import evaluate, stats
+    from jrl_core import evaluate
 
     pair = all(r.get("question_type") == "pair" for r in rows)
     parts = []
@@ -1025,9 +1070,7 @@ def seed_breakdown(res: dict, rows: list[dict]):
                 continue
             table = table.table if isinstance(table, evaluate.EvalResult) else table
             evaluate.require_same_puzzles(rows, table, f"seed_breakdown (seed {seed}, {stage})")
-            photo = table.groupby(table["image_id"].astype(str).map(stats.photo_of))["correct"].agg(
-                n="size", accuracy="mean").reset_index(names="group").assign(by="photo")
-            parts.append(photo.assign(seed=seed, stage=stage))
+            parts.append(_photo_accuracy(table).assign(by="photo", seed=seed, stage=stage))
             if pair:
                 cells = evaluate.answer_cells(rows, table)
                 cells = cells.assign(group=cells["answer"] + " as (" + cells["letter"] + ")", by="answer cell")

@@ -478,7 +478,7 @@ def _package_entries(split: str, *, alone: bool = False) -> list[tuple[str, Path
 
     if alone and split == "train":
         raise ValueError("photo source 'package-photos' is a held-out set only (the five photos other packages "
-                         "ship); it has no train split. Train on 'skimage' or 'packages' and evaluate on it.")
+                         "ship); it has no train split. Train on a 'skimage' source and evaluate on it.")
     entries = [] if alone else _skimage_entries(split)
     if split == "test" and not alone:
         return entries
@@ -486,8 +486,10 @@ def _package_entries(split: str, *, alone: bool = False) -> list[tuple[str, Path
         try:
             mod = importlib.import_module(module)
         except ImportError as err:
-            raise ValueError(f"photo source 'packages' needs {module.split('.')[0]!r} for photo {name!r} ({err}); "
-                             "install the workbook's dependencies (pip install -e .) or use source 'skimage'.") from err
+            source = "package-photos" if alone else "packages"
+            raise ValueError(f"photo source {source!r} needs {module.split('.')[0]!r} for photo {name!r} ({err}); "
+                             "install the workbook's dependencies (pip install -e .)"
+                             + ("." if alone else " or use source 'skimage'.")) from err
         entries.append((name, Path(mod.__file__).parent / rel))
     return entries
 

@@ -419,9 +419,13 @@ def second_heldout_text(second: dict, *, scale: str | None = None) -> str:
     after training with its bootstrap interval over seeds and photos, every seed, the base and the paired gain."""
     a, b, g = second["after"], second["before"], second["gain"]
     seeds = ", ".join(pct(float(t["correct"].mean())) for t in second["seeds"].values())
+    from jrl_core.images import split_procedural
+
     photos = ", ".join(sorted(second["by_photo"]["group"].unique()))
+    chosen = ("; the walls' count is the one setting chosen on them"
+              if "tiling" in split_procedural(second.get("photo_source") or "")[1] else "")
     return (f"Second held-out set ({a['n_puzzles']} puzzles of {a['n_photos']} photos other packages ship: {photos}; "
-            f"never trained on; the walls' count is the one setting chosen on them{', ' + scale + ' scale' if scale else ''}): "
+            f"never trained on{chosen}{', ' + scale + ' scale' if scale else ''}): "
             f"{pct_ci(a['mean'], a['low'], a['high'])} after GRPO, mean of {a['n_runs']} seeds ({seeds}); base "
             f"{pct(b['mean'])}; gain {100 * g['mean']:+.1f} points ({100 * g['low']:+.1f} to {100 * g['high']:+.1f})")
 

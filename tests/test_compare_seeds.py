@@ -263,28 +263,37 @@ def test_the_second_held_out_set_scores_each_trained_seed_once(comparison, nano_
     from jrl_core import evaluate, images
 
     run_dir, _ = comparison
-    exp = experiment.apply_overrides(tiny_arms(nano_dir)["const"], {"n_test": 5})  # one puzzle per photo
+    exp = tiny_arms(nano_dir)["const"]
     calls = []
     real = evaluate.evaluate
     monkeypatch.setattr(evaluate, "evaluate", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
-    first = experiment.second_heldout(exp, run_dir / "const", SEEDS)
+    first = experiment.second_heldout(exp, run_dir / "const", SEEDS, n_test=5)  # one puzzle per photo
     assert len(calls) == len(SEEDS) + 1  # each seed and the base, once
     photos = set(first["by_photo"]["group"])
     assert photos == set(images.PACKAGE_PHOTOS) and not photos & set(images.SKIMAGE_PHOTOS)
     assert first["after"]["n_runs"] == len(SEEDS) and first["after"]["n_photos"] == 5
     assert set(first["by_photo"]["stage"]) == {"before", "after"}
-    assert "Second held-out set (5 puzzles of 5 photos" in report.second_heldout_text(first)
-    again = experiment.second_heldout(exp, run_dir / "const", SEEDS)
+    text = report.second_heldout_text(first)
+    assert "Second held-out set (5 puzzles of 5 photos" in text and "walls' count" in text  # the default has walls
+    again = experiment.second_heldout(exp, run_dir / "const", SEEDS, n_test=5)
     assert len(calls) == len(SEEDS) + 1  # read back, nothing scored again
     for s in SEEDS:
         cols = ["image_id", "solution", "completion", "correct"]  # read back as eval tables are (no NaN parsing)
         pd.testing.assert_frame_equal(again["seeds"][s][cols], first["seeds"][s][cols], check_dtype=False)
     sidecar = run_dir / "const" / f"seed{SEEDS[0]}" / "eval_second.json"
-    sidecar.write_text(json.dumps({**json.loads(sidecar.read_text()), "model_sha256": "0" * 64}))
-    experiment.second_heldout(exp, run_dir / "const", SEEDS)  # as if seed 0's model had been retrained
+    sidecar.write_text(json.dumps({**json.loads(sidecar.read_text()), "weights_sha256": "0" * 64}))
+    experiment.second_heldout(exp, run_dir / "const", SEEDS, n_test=5)  # as if seed 0's model had been retrained
     assert len(calls) == len(SEEDS) + 2
-    with pytest.raises(FileNotFoundError, match="seed7"):
+    experiment.second_heldout(exp, run_dir / "const", SEEDS, n_test=6)  # other puzzles: everything scored again
+    assert len(calls) == 2 * len(SEEDS) + 3
+    with pytest.raises(FileNotFoundError, match="seed7"):  # never trained
         experiment.second_heldout(exp, run_dir / "const", [7])
+    with pytest.raises(FileNotFoundError, match="seed0"):  # trained with another recipe: refused, not scored
+        experiment.second_heldout(experiment.apply_overrides(exp, {"grpo.steps": 2}), run_dir / "const", SEEDS)
+    with pytest.raises(ValueError, match="seeds"):
+        experiment.second_heldout(exp, run_dir / "const", [True])
+    with pytest.raises(ValueError, match="trains on the second held-out set"):  # its photos would not be held out
+        experiment.second_heldout_rows(experiment.apply_overrides(exp, {"photo_source": "packages"}), view_size=56)
 
 
 def test_the_package_photos_source_is_a_test_set_only():
