@@ -141,7 +141,7 @@ def swap_probe(model, processor, *, n_train: int = 600, n_test: int = 300, recip
         "model_accuracy": greedy A/B accuracy on the held-out puzzles, "share_A": its share of "A", "n_train",
         "n_test", "second_heldout": {"last", "img_final"}}`` (see :func:`linear_probe`); ``second_heldout`` scores
         the same fits on ``n_test`` puzzles of the second held-out set (``experiment.second_heldout_rows``: five
-        photos no default was tuned on).
+        photos the defaults were not fitted to, but for the walls' count).
     """
     from jrl_core.images import split_procedural
 

@@ -417,10 +417,10 @@ def seeds_text(res: dict, *, scale: str | None = None) -> str:
 def second_heldout_text(second: dict, *, scale: str | None = None) -> str:
     """The second held-out set's result (``experiment.second_heldout``) in :func:`seeds_text`'s words: the mean
     after training with its bootstrap interval over seeds and photos, every seed, the base and the paired gain."""
-    a, b, g = second["after"], second["before"], second["gain"]
-    seeds = ", ".join(pct(float(t["correct"].mean())) for t in second["seeds"].values())
     from jrl_core.images import split_procedural
 
+    a, b, g = second["after"], second["before"], second["gain"]
+    seeds = ", ".join(pct(float(t["correct"].mean())) for t in second["seeds"].values())
     photos = ", ".join(sorted(second["by_photo"]["group"].unique()))
     chosen = ("; the walls' count is the one setting chosen on them"
               if "tiling" in split_procedural(second.get("photo_source") or "")[1] else "")
