@@ -1013,19 +1013,21 @@ def second_heldout(exp: Experiment, run_dir: str | Path, seeds, *, n_test: int |
         raise ValueError(f"model={exp.model!r} is not a local folder; the second held-out set scores weights on "
                          "disk: pass the model's local copy as `model`.")
     budget = exp.eval_max_new_tokens or exp.grpo_settings().max_completion_length
-    rows = None
+    base_model, processor = nano.load_model(str(base_path), dtype=exp.dtype)
+    rows = second_heldout_rows(exp, view_size=nano.view_size(processor), n_test=n_test)
+    digest = rows_digest(rows)  # once: the puzzles are the same for every model
 
-    def score(folder: Path, out: Path):
-        nonlocal rows
-        model, processor = nano.load_model(str(folder), dtype=exp.dtype)
-        if rows is None:
-            rows = second_heldout_rows(exp, view_size=nano.view_size(processor), n_test=n_test)
-        key = {"weights_sha256": _weights_sha256(folder), "rows_sha256": rows_digest(rows), "dtype": str(exp.dtype),
+    def score(folder: Path, out: Path, model=None):
+        """A model folder's table; its weights are loaded only when the cached table does not match."""
+        def run():
+            mdl, proc = (model, processor) if model is not None else nano.load_model(str(folder), dtype=exp.dtype)
+            return evaluate.evaluate(mdl, proc, rows, max_new_tokens=budget, progress=False).table
+
+        key = {"weights_sha256": _weights_sha256(folder), "rows_sha256": digest, "dtype": str(exp.dtype),
                "max_new_tokens": budget}
-        return _scored_once(out, key, lambda: evaluate.evaluate(model, processor, rows, max_new_tokens=budget,
-                                                                  progress=False).table)
+        return _scored_once(out, key, run)
 
-    base = score(base_path, root / "base_second.csv")
+    base = score(base_path, root / "base_second.csv", base_model)
     tables = {s: score(finals[s], folders[s].root / "eval_second.csv") for s in seeds}
     by_photo = pd.concat([_photo_accuracy(t).assign(by="photo", seed=s, stage=stage)
                           for stage, tabs in (("before", {s: base for s in seeds}), ("after", tables))
