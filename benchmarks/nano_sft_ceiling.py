@@ -6,7 +6,8 @@ Not an RL result and never reported as one: it bounds what GRPO could reach from
 in a similar budget (if dense labels cannot teach the swap, a 1-bit reward will not either).
 Trains the ``nano/sft_2x1_pair`` recipe's SFT stage on its rows (``experiment.train_rows(..., split="sft")``,
 the ones ``jrl train --recipe nano/sft_2x1_pair`` trains on) with the JSON's SFT settings (``sft.<key>``;
-default 300 steps of 32 at lr 1e-3; ``seed`` and dotted recipe keys pass through). Evaluates greedy accuracy,
+default 300 steps of 32 at lr 1e-3; ``seed``, ``size`` (e.g. ``"1x2"``), ``photo_source`` and dotted recipe keys
+pass through). Evaluates greedy accuracy,
 valid share and share of "A" on the 300 held-out 2x1 pair puzzles before and after, and every ``eval_every``
 steps; appends to ``runs/sft_ceiling.jsonl``.
 """
@@ -26,7 +27,8 @@ RECIPE = "nano/sft_2x1_pair"
 ckpt, ov = sys.argv[1], json.loads(sys.argv[2] if len(sys.argv) > 2 else "{}")
 eval_every = ov.pop("eval_every", 50)
 sft = {"steps": 300, "batch_size": 32, "learning_rate": 1e-3, **ov}
-overrides = {"model": ckpt, **{k if k == "seed" or "." in k else f"sft.{k}": v for k, v in sft.items()}}
+TOP_LEVEL = ("seed", "size", "photo_source")
+overrides = {"model": ckpt, **{k if k in TOP_LEVEL or "." in k else f"sft.{k}": v for k, v in sft.items()}}
 exp, model, processor, test = load(RECIPE, overrides)
 settings = exp.sft_settings()
 budget = max_new_tokens(exp)

@@ -11,8 +11,10 @@ code of the issue), ``v5`` the v5 tokenizer alone, ``v5+images`` adds each disti
 too (recipe v6: more work per instruction-stage step, a stronger base); ``+completions`` adds TRL's LM head projecting
 only completion positions (``GRPOSettings.score_completions_only``, :mod:`jrl_core.completion_scoring`), and
 ``+prefill`` a generation's prefill running each distinct prompt once (``GRPOSettings.share_prefill``), and
-``+preprocessing``, the current default, the image processor running once per distinct image of a step
-(``GRPOSettings.share_preprocessing``, :class:`jrl_core.shared_images.PreprocessSharing`). The nano configuration
+``+preprocessing`` the image processor running once per distinct image of a step
+(``GRPOSettings.share_preprocessing``, :class:`jrl_core.shared_images.PreprocessSharing`), and ``+decoding``, the
+current default, a step's rows decoding each distinct stored image once (``GRPOSettings.share_decoding``,
+:class:`jrl_core.shared_images.DecodeSharing`). The nano configuration
 is the current one (recipe v10) in every variant but for the fields named. Each gets a randomly initialised model of its
 configuration (speed does not depend on what the weights learned, except that an untrained model always writes
 the whole 8-token completion budget, the same for all). Measured per variant, in alternating order (v4, v5,
@@ -44,7 +46,8 @@ from transformers import TrainerCallback
 
 from jrl_core import experiment, nano, perception, train
 
-_PRE = {"share_preprocessing": False}  # the session-13 change off
+_DEC = {"share_decoding": False}  # the session-16 change off
+_PRE = {"share_preprocessing": False, **_DEC}  # the session-13 change off too
 _OLD_HEAD = {"score_completions_only": False, "share_prefill": False, **_PRE}  # the session-11 changes off too
 VARIANTS = {  # name -> (nano.NanoConfig overrides, train.GRPOSettings overrides)
     "v4": ({"tokenizer": "words", "freeze_vision": True}, {"share_images": False, "share_prompts": False, **_OLD_HEAD}),
@@ -53,7 +56,8 @@ VARIANTS = {  # name -> (nano.NanoConfig overrides, train.GRPOSettings overrides
     "v6": ({}, dict(_OLD_HEAD)),
     "+completions": ({}, {"share_prefill": False, **_PRE}),
     "+prefill": ({}, dict(_PRE)),
-    "+preprocessing": ({}, {}),
+    "+preprocessing": ({}, dict(_DEC)),
+    "+decoding": ({}, {}),
 }
 
 

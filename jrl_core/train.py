@@ -63,6 +63,8 @@ class GRPOSettings:
     share_images: bool = True  # encode each distinct image once per pass (exact; jrl_core.shared_images)
     share_preprocessing: bool = True  # the image processor runs once per distinct image of a step, not 2 x G times
     # (exact; jrl_core.shared_images.PreprocessSharing)
+    share_decoding: bool = True  # a step's rows decode each distinct stored image once, not G times (exact;
+    # jrl_core.shared_images.DecodeSharing)
     share_prompts: bool = False  # score each distinct prompt once per log-prob pass (exact; jrl_core.shared_prompts;
     # on in NANO; not yet run at paper scale here, so opt-in there: --set grpo.share_prompts=true)
     share_prefill: bool = True  # with share_prompts: a generation's prefill runs each distinct prompt once (exact)
@@ -421,17 +423,21 @@ def merge_lora(model):
     return model.merge_and_unload()
 
 
-def to_dataset(rows: list[dict]):
+def to_dataset(rows: list[dict], *, decode_once: bool = False):
     """Dataset rows (from :mod:`jrl_core.puzzles`) -> ``datasets.Dataset`` with an
-    ``image`` column, as ``GRPOTrainer`` expects for VLMs."""
+    ``image`` column, as ``GRPOTrainer`` expects for VLMs. ``decode_once``: a fetched batch decodes each distinct
+    image once (:func:`jrl_core.shared_images.decoded_once`; GRPO fetches every prompt G times)."""
     from datasets import Dataset
+
+    from jrl_core.shared_images import decoded_once
 
     def row(r):
         out = {k: v for k, v in r.items() if k != "seed"}
         out["prompt_id"] = prompt_id(r)
         return out
 
-    return Dataset.from_list([row(r) for r in rows])
+    dataset = Dataset.from_list([row(r) for r in rows])
+    return decoded_once(dataset) if decode_once else dataset
 
 
 def train_grpo(model, processor, rows: list[dict], settings: GRPOSettings, output_dir: str | Path, *,
@@ -488,7 +494,7 @@ def train_grpo(model, processor, rows: list[dict], settings: GRPOSettings, outpu
         model=model,
         reward_funcs=[rewards.get_reward(r) if isinstance(r, str) else r for r in reward_names],
         args=args,
-        train_dataset=to_dataset(rows),
+        train_dataset=to_dataset(rows, decode_once=settings.share_decoding),
         processing_class=processor,
         callbacks=[table, *(callbacks or [])],
         peft_config=lora.peft_config() if lora else None,

@@ -188,3 +188,48 @@ def test_preprocessing_shared_keeps_each_image_of_mixed_sizes_exact():
     assert len(set(map(tuple, plain["image_grid_thw"].tolist()))) == 3  # three grids: really mixed sizes
     for k in ("pixel_values", "image_grid_thw"):
         assert torch.equal(shared[k], plain[k]), k
+
+
+def test_decoded_once_gives_the_same_rows_and_decodes_each_image_once():
+    import numpy as np
+    from datasets import Image
+
+    from jrl_core.shared_images import DecodeSharing, decoded_once
+
+    rows = build_rows(sample_views(load_photos("skimage", "train"), 4, seed=0, size=56),
+                      PuzzleSpec(m=2, n=1, question_type="pair"), n_items=4, seed=0)
+    plain = train.to_dataset(rows)
+    shared = train.to_dataset(rows, decode_once=True)
+    assert isinstance(plain.features["image"], Image) and plain.features["image"].decode  # the argument is untouched
+    assert shared.column_names == plain.column_names and len(shared) == len(plain)
+    order = [0, 0, 0, 1, 2, 2, 3, 1]  # a GRPO fetch: each prompt several times
+    a, b = plain.__getitems__(order), shared.__getitems__(order)
+    for x, y in zip(a, b, strict=True):
+        assert x.keys() == y.keys()
+        assert {k: v for k, v in x.items() if k != "image"} == {k: v for k, v in y.items() if k != "image"}
+        assert (x["image"].mode, x["image"].size) == (y["image"].mode, y["image"].size)
+        assert np.array_equal(np.asarray(x["image"]), np.asarray(y["image"]))  # the decoder's pixels, bit for bit
+    assert b[0]["image"] is b[1]["image"] and b[0]["image"] is not b[3]["image"]
+    assert shared[2]["image"].size == plain[2]["image"].size  # single rows too
+
+    transform = DecodeSharing()
+    stored = plain.cast_column("image", Image(decode=False))[order]
+    out = transform(stored)
+    assert (transform.seen, transform.decoded) == (8, 4) and out["prompt_id"] == stored["prompt_id"]
+    assert decoded_once(plain.remove_columns("image")).column_names == [c for c in plain.column_names if c != "image"]
+
+
+def test_grpo_trainer_decodes_each_image_once_per_step_with_the_same_training(nano_dir, tmp_path):
+    rows = build_rows(sample_views(load_photos("skimage", "train"), 4, seed=0, size=56),
+                      PuzzleSpec(m=2, n=1, question_type="pair"), n_items=4, seed=0)
+    settings = dataclasses.replace(train.NANO, steps=2, prompts_per_step=2, num_generations=4, warmup_ratio=0,
+                                   save_fraction=0.0, report_to=())
+    logs = {}
+    for on in (True, False):
+        model, processor = nano.load_model(str(nano_dir))
+        trainer, logs[on] = train.train_grpo(model, processor, rows, dataclasses.replace(settings, share_decoding=on),
+                                             tmp_path / str(on), save_final=False)
+        transform = (trainer.train_dataset.format.get("format_kwargs") or {}).get("transform")
+        assert (getattr(transform, "decoded", None) == 2 * 2) is on  # 2 steps × 2 distinct images, each fetched 4 times
+    cols = ["loss", "reward", "kl"]
+    assert logs[True][cols].equals(logs[False][cols])  # exact: the same images give the same training
