@@ -18,8 +18,9 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 
-__all__ = ["DecodeSharing", "ImageSharing", "PreprocessSharing", "decoded_once", "distinct_tensors", "find_vision_towers", "image_key", "install_once",
-           "preprocessing_shared", "select_images", "share_images", "unique_images"]
+__all__ = ["DecodeSharing", "ImageSharing", "PreprocessSharing", "decoded_once", "distinct_tensors",
+           "find_vision_towers", "image_key", "install_once", "preprocessing_shared", "select_images", "share_images",
+           "unique_images"]
 
 
 def find_vision_towers(model) -> list:
@@ -338,7 +339,7 @@ class DecodeSharing:
         images = []
         for value in batch[self.column]:
             key = (value.get("bytes"), value.get("path")) if isinstance(value, dict) else None
-            if key is None:  # already decoded, or nothing stored: as datasets would give it
+            if key is None:  # a path string, an image already decoded, or nothing stored: as datasets would give it
                 images.append(value if value is None else feature.decode_example(value))
                 continue
             if key not in done:

@@ -144,7 +144,9 @@ def test_preprocessing_shared_restores_the_processor_after_an_error(nano_dir):
         assert sharing is None
 
 
-def test_grpo_trainer_preprocesses_each_image_once_per_step_with_the_same_training(nano_dir, tmp_path):
+def _same_training_on_and_off(nano_dir, tmp_path, field: str, check) -> None:
+    """Two tiny GRPO steps (2 prompts × G = 4) with ``GRPOSettings.<field>`` on, then off; ``check(on, trainer,
+    processor, original image processor)`` after each; the two training logs must be equal (an exact speed-up)."""
     rows = build_rows(sample_views(load_photos("skimage", "train"), 4, seed=0, size=56),
                       PuzzleSpec(m=2, n=1, question_type="pair"), n_items=4, seed=0)
     settings = dataclasses.replace(train.NANO, steps=2, prompts_per_step=2, num_generations=4, warmup_ratio=0,
@@ -153,15 +155,22 @@ def test_grpo_trainer_preprocesses_each_image_once_per_step_with_the_same_traini
     for on in (True, False):
         model, processor = nano.load_model(str(nano_dir))
         original = processor.image_processor
-        trainer, logs[on] = train.train_grpo(model, processor, rows, dataclasses.replace(settings, share_preprocessing=on),
+        trainer, logs[on] = train.train_grpo(model, processor, rows, dataclasses.replace(settings, **{field: on}),
                                              tmp_path / str(on), save_final=False)
+        check(on, trainer, processor, original)
+    cols = ["loss", "reward", "kl"]
+    assert logs[True][cols].equals(logs[False][cols])  # exact: the same inputs give the same training
+
+
+def test_grpo_trainer_preprocesses_each_image_once_per_step_with_the_same_training(nano_dir, tmp_path):
+    def check(on, trainer, processor, original):
         assert processor.image_processor is original  # put back after every step
         if on:  # 2 steps × 2 prompts, each image asked for by G = 4 rollouts in TRL's two processor calls
             assert trainer.preprocessed == {"seen": 2 * 2 * 4 * 2, "processed": 2 * 2}
         else:
             assert trainer.preprocessed == {"seen": 0, "processed": 0}
-    cols = ["loss", "reward", "kl"]
-    assert logs[True][cols].equals(logs[False][cols])  # exact: the same inputs give the same training
+
+    _same_training_on_and_off(nano_dir, tmp_path, "share_preprocessing", check)
 
 
 def test_preprocessing_shared_keeps_each_image_of_mixed_sizes_exact():
@@ -220,16 +229,8 @@ def test_decoded_once_gives_the_same_rows_and_decodes_each_image_once():
 
 
 def test_grpo_trainer_decodes_each_image_once_per_step_with_the_same_training(nano_dir, tmp_path):
-    rows = build_rows(sample_views(load_photos("skimage", "train"), 4, seed=0, size=56),
-                      PuzzleSpec(m=2, n=1, question_type="pair"), n_items=4, seed=0)
-    settings = dataclasses.replace(train.NANO, steps=2, prompts_per_step=2, num_generations=4, warmup_ratio=0,
-                                   save_fraction=0.0, report_to=())
-    logs = {}
-    for on in (True, False):
-        model, processor = nano.load_model(str(nano_dir))
-        trainer, logs[on] = train.train_grpo(model, processor, rows, dataclasses.replace(settings, share_decoding=on),
-                                             tmp_path / str(on), save_final=False)
+    def check(on, trainer, processor, original):
         transform = (trainer.train_dataset.format.get("format_kwargs") or {}).get("transform")
         assert (getattr(transform, "decoded", None) == 2 * 2) is on  # 2 steps × 2 distinct images, each fetched 4 times
-    cols = ["loss", "reward", "kl"]
-    assert logs[True][cols].equals(logs[False][cols])  # exact: the same images give the same training
+
+    _same_training_on_and_off(nano_dir, tmp_path, "share_decoding", check)
