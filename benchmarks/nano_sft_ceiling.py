@@ -1,4 +1,4 @@
-"""Diagnostic: how far does *supervised* training on 2x1 jigsaw labels take a nano checkpoint?
+"""Diagnostic: how far does *supervised* training on pair-puzzle labels (2x1, or 1x2 with ``size``) take a nano checkpoint?
 
     PYTHONPATH=. .venv/bin/python benchmarks/nano_sft_ceiling.py CKPT '{"steps": 300, "batch_size": 32, "learning_rate": 1e-3}'
 

@@ -84,8 +84,8 @@ PAPER = GRPOSettings()
 """Protocol §6, non-thinking (use ``steps=1000`` for thinking runs)."""
 
 NANO = GRPOSettings(
-    steps=300,  # nano-v10, one thread: ~0.7 s per step (session 11); 2x1 pair 50.7% -> 87.0 / 88.0 / 84.7% (seeds 0-2,
-    # photos + procedural pictures, session 12; photos alone 86.3 / 86.0 / 86.7%)
+    steps=300,  # nano-v10, one thread: ~1.0-1.1 s per step (session 16); 2x1 pair 50.7% -> 90.0 / 88.7 / 88.0% (seeds
+    # 0-2, lr 6e-5, the default training pictures, session 16; README "Measured so far" has every run)
     prompts_per_step=16,  # 4 prompts/step let the A/B answer bias random-walk to "always A" (spine issue)
     num_generations=8,
     learning_rate=6e-5,  # session 16, by a rule fixed before the runs (docs/preregistered.md): the last 25 steps'
