@@ -120,8 +120,8 @@ for wd in (1e-3, 1e-2, 1e-1):
     lbfgs.step(closure)
     with torch.no_grad():
         fit = (lin(xa).argmax(-1) == torch.tensor(ya)).float().mean().item()
-        held = (lin(xb).argmax(-1) == torch.tensor(yb)).float().mean().item()
         hits = (lin(xb).argmax(-1) == torch.tensor(yb)).float()
+        held = hits.mean().item()
     names = [ph.image_id for ph in load_photos("skimage", "test")]
     by_photo = {n: round(hits[i::len(names)].mean().item(), 2) for i, n in enumerate(names)}
     print(f"swap probe (L2 {wd}): train {fit:.3f}, held-out {held:.3f}, by photo {by_photo}", flush=True)
