@@ -10,9 +10,9 @@ prints train / held-out accuracy every 100 steps; then fits a linear probe for "
 or ``"swap"`` (the 2x1 swap label itself: a diagnostic of what the architecture can learn, never used to build the
 nano model). ``aug``: 0 none, 1 flips + channel permutation + inversion, 2 also 90-degree turns. Other keys are
 :class:`jrl_core.nano.NanoConfig` fields. Measured (session 4): continuity_v at 112 px / 2x2 merge stays at chance
-with or without augmentation; at 126 px / 3x3 merge with aug 1 it reaches 0.75 held-out and the swap probe 0.80. The probe prints its held-out accuracy by
-photo too; session 17, continuity_v, 1,200 steps: 126 px brick 0.49-0.56 (overall 0.88-0.90), 210 px brick 0.80-0.86
-(overall 0.86-0.91; rocket and moon lower).
+with or without augmentation; at 126 px / 3x3 merge with aug 1 it reaches 0.75 held-out and the swap probe 0.80.
+The probe also prints its held-out accuracy by photo. Session 17, continuity_v, 1,200 steps: 126 px brick 0.49-0.56
+(overall 0.88-0.90), 210 px brick 0.80-0.86 (overall 0.86-0.91; rocket and moon lower).
 """
 import json
 import random
