@@ -13,7 +13,7 @@ import argparse
 import statistics
 import time
 
-from jrl_core import experiment, train
+from jrl_core import experiment, nano, train
 
 
 def main() -> None:
@@ -23,7 +23,8 @@ def main() -> None:
     args = ap.parse_args()
     exp = experiment.load_recipe("nano/rq1_2x1_pair")
     g, k = exp.grpo_settings().num_generations, exp.grpo_settings().prompts_per_step
-    rows = experiment.train_rows(exp, steps=args.steps, prompts_per_step=k, view_size=126)
+    rows = experiment.train_rows(exp, steps=args.steps, prompts_per_step=k,
+                                  view_size=nano.NanoConfig().image_size)
     data = {on: train.to_dataset(rows, decode_once=on) for on in (False, True)}
     fetches = [[i for i in range(s * k, (s + 1) * k) for _ in range(g)] for s in range(args.steps)]
     res: dict[bool, list[float]] = {False: [], True: []}

@@ -107,6 +107,7 @@ with torch.no_grad():
     xb = torch.cat([pooled(pb[j:j + 128]) for j in range(0, len(pb), 128)])
 mu, sd = xa.mean(0), xa.std(0) + 1e-6
 xa, xb = (xa - mu) / sd, (xb - mu) / sd
+names = [ph.image_id for ph in load_photos("skimage", "test")]  # view i is of photo i % 5 (sample_views: round robin)
 for wd in (1e-3, 1e-2, 1e-1):
     lin = torch.nn.Linear(xa.shape[1], 2)
     lbfgs = torch.optim.LBFGS(lin.parameters(), max_iter=300)
@@ -122,6 +123,5 @@ for wd in (1e-3, 1e-2, 1e-1):
         fit = (lin(xa).argmax(-1) == torch.tensor(ya)).float().mean().item()
         hits = (lin(xb).argmax(-1) == torch.tensor(yb)).float()
         held = hits.mean().item()
-    names = [ph.image_id for ph in load_photos("skimage", "test")]
     by_photo = {n: round(hits[i::len(names)].mean().item(), 2) for i, n in enumerate(names)}
     print(f"swap probe (L2 {wd}): train {fit:.3f}, held-out {held:.3f}, by photo {by_photo}", flush=True)
