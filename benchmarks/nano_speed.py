@@ -12,9 +12,13 @@ too (recipe v6: more work per instruction-stage step, a stronger base); ``+compl
 only completion positions (``GRPOSettings.score_completions_only``, :mod:`jrl_core.completion_scoring`), and
 ``+prefill`` a generation's prefill running each distinct prompt once (``GRPOSettings.share_prefill``), and
 ``+preprocessing`` the image processor running once per distinct image of a step
-(``GRPOSettings.share_preprocessing``, :class:`jrl_core.shared_images.PreprocessSharing`), and ``+decoding``, the
-current default, a step's rows decoding each distinct stored image once (``GRPOSettings.share_decoding``,
-:class:`jrl_core.shared_images.DecodeSharing`). The nano configuration
+(``GRPOSettings.share_preprocessing``, :class:`jrl_core.shared_images.PreprocessSharing`), and ``+decoding``
+a step's rows decoding each distinct stored image once (``GRPOSettings.share_decoding``,
+:class:`jrl_core.shared_images.DecodeSharing`), ``+positions`` each distinct row layout's rotary positions computed
+once per call (``GRPOSettings.share_positions``, :mod:`jrl_core.shared_positions`), and ``+heap``, the current
+default, glibc keeping freed blocks in the heap so that a step's large tensors reuse pages
+(``GRPOSettings.keep_freed_memory``, :mod:`jrl_core.memory`). Every GRPO measurement runs in a fresh process (the
+heap setting is process-wide). The nano configuration
 is the current one (recipe v10) in every variant but for the fields named. Each gets a randomly initialised model of its
 configuration (speed does not depend on what the weights learned, except that an untrained model always writes
 the whole 8-token completion budget, the same for all). Measured per variant, in alternating order (v4, v5,
@@ -36,7 +40,9 @@ those named by ``--variants``); ratios are then to the first of them.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import dataclasses
+import multiprocessing
 import statistics
 import tempfile
 import time
@@ -46,7 +52,8 @@ from transformers import TrainerCallback
 
 from jrl_core import experiment, nano, perception, train
 
-_DEC = {"share_decoding": False}  # the session-16 change off
+_NEW = {"share_positions": False, "keep_freed_memory": False}  # the session-18 changes off
+_DEC = {"share_decoding": False, **_NEW}  # the session-16 change off too
 _PRE = {"share_preprocessing": False, **_DEC}  # the session-13 change off too
 _OLD_HEAD = {"score_completions_only": False, "share_prefill": False, **_PRE}  # the session-11 changes off too
 VARIANTS = {  # name -> (nano.NanoConfig overrides, train.GRPOSettings overrides)
@@ -57,7 +64,9 @@ VARIANTS = {  # name -> (nano.NanoConfig overrides, train.GRPOSettings overrides
     "+completions": ({}, {"share_prefill": False, **_PRE}),
     "+prefill": ({}, dict(_PRE)),
     "+preprocessing": ({}, dict(_DEC)),
-    "+decoding": ({}, {}),
+    "+decoding": ({}, dict(_NEW)),
+    "+positions": ({}, {"keep_freed_memory": False}),
+    "+heap": ({}, {}),
 }
 
 
@@ -92,6 +101,14 @@ def grpo_seconds_per_step(cfg: nano.NanoConfig, steps: int, out: Path, grpo_over
     train.train_grpo(model, processor, rows, settings, out, save_final=False, callbacks=[timer], disable_tqdm=True,
                      log_completions=False)
     return statistics.median(timer.times[1:])
+
+
+def isolated_grpo_seconds_per_step(*args, **kwargs) -> float:
+    """:func:`grpo_seconds_per_step` in a fresh spawned process, so that a process-wide setting of one variant
+    (``keep_freed_memory`` sets the C allocator) cannot reach the next."""
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
+        return pool.submit(grpo_seconds_per_step, *args, **kwargs).result()
 
 
 def build_seconds_per_step(cfg: nano.NanoConfig, steps: int) -> tuple[float, float]:
@@ -133,8 +150,8 @@ def main() -> None:
         for r in range(args.repeats):
             for name, (nano_over, grpo_over) in VARIANTS.items():
                 cfg = dataclasses.replace(nano.NanoConfig(), **nano_over)
-                res[name]["grpo"].append(grpo_seconds_per_step(cfg, args.grpo_steps, Path(tmp) / f"{name}-{r}",
-                                                               grpo_over))
+                res[name]["grpo"].append(isolated_grpo_seconds_per_step(cfg, args.grpo_steps,
+                                                                        Path(tmp) / f"{name}-{r}", grpo_over))
                 owner = built.setdefault(repr(sorted(nano_over.items())), name)
                 if owner == name:
                     v, i = build_seconds_per_step(cfg, args.build_steps)
@@ -172,8 +189,9 @@ def trained_base(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeats):
             for name in names:
-                res[name].append(grpo_seconds_per_step(nano.NanoConfig(), args.grpo_steps, Path(tmp) / f"{name}-{r}",
-                                                       VARIANTS[name][1], base=args.base))
+                res[name].append(isolated_grpo_seconds_per_step(nano.NanoConfig(), args.grpo_steps,
+                                                                Path(tmp) / f"{name}-{r}", VARIANTS[name][1],
+                                                                base=args.base))
                 print(f"repeat {r} {name}: GRPO {res[name][-1]:.3f} s/step", flush=True)
     med = {n: statistics.median(x) for n, x in res.items()}
     print(f"\n| GRPO step from {args.base} (16 prompts x 8), s | " + " | ".join(names) + " | "

@@ -236,7 +236,8 @@ class PreprocessSharing:
     order asked. TRL's ``GRPOTrainer`` preprocesses a step's images twice (rollout generation and the log-prob
     passes), each G times over: 16 prompts × 8 rollouts = 256 preprocessings of 16 images per nano step (57 ms per
     128 images on one core, 4 ms per 16; the step went 0.969 → 0.943 s, ``benchmarks/nano_speed.py --base``). Exact: image processors treat images independently, so the
-    pixel values are the same bits (tested); anything else (other output keys such as InternVL's tiles, outputs
+    pixel values are the same bits (tested); an image object passed several times in one call (the G rows of a prompt
+    share one decoded image, :class:`DecodeSharing`) is hashed once. Anything else (other output keys such as InternVL's tiles, outputs
     that are not torch tensors, a non-PIL input, ``return_tensors`` other than ``"pt"`` or None) goes to the
     wrapped processor unchanged (the output kind is checked once per ``return_tensors`` value on one image).
     Every other attribute is the wrapped processor's.
@@ -275,7 +276,9 @@ class PreprocessSharing:
                                       and all(torch.is_tensor(v) for v in probe.values()))
         if not self._tensors[returns]:
             return self.wrapped(images, *args, **kwargs)
-        keys = [(image_key(im), options) for im in flat]
+        digests: dict = {}  # id -> image_key: rows that share one decoded image (DecodeSharing) hash it once
+        keys = [(digests[id(im)] if id(im) in digests else digests.setdefault(id(im), image_key(im)), options)
+                for im in flat]
         missing = {}
         for k, im in zip(keys, flat, strict=True):
             if k not in self._cache and k not in missing:

@@ -118,6 +118,25 @@ def test_preprocessing_shared_gives_the_same_inputs_and_preprocesses_each_image_
     assert image_key(pal) == image_key(pal.copy()) != image_key(recoloured)
 
 
+def test_preprocessing_shared_hashes_an_image_object_once_per_call(nano_dir, monkeypatch):
+    from PIL import Image
+
+    from jrl_core import shared_images
+
+    _, processor = nano.load_model(str(nano_dir))
+    hashed = []
+    real_key = shared_images.image_key
+    monkeypatch.setattr(shared_images, "image_key", lambda im: hashed.append(im) or real_key(im))
+    red, blue = Image.new("RGB", (56, 56), (200, 0, 0)), Image.new("RGB", (56, 56), (0, 0, 200))
+    images = [red] * 8 + [blue] * 8 + [red.copy()]  # G rows sharing one decoded image; an equal copy
+    plain = processor.image_processor(images, return_tensors="pt")
+    sharing = shared_images.PreprocessSharing(processor.image_processor)
+    out = sharing(images, return_tensors="pt")
+    assert len(hashed) == 3 and sharing.processed == 2  # one hash per object, one preprocessing per content
+    assert torch.equal(out["pixel_values"], plain["pixel_values"])
+    assert torch.equal(out["image_grid_thw"], plain["image_grid_thw"])
+
+
 def test_preprocessing_shared_hands_other_calls_to_the_image_processor_unchanged(nano_dir):
     import numpy as np
 
@@ -234,3 +253,34 @@ def test_grpo_trainer_decodes_each_image_once_per_step_with_the_same_training(na
         assert (getattr(transform, "decoded", None) == 2 * 2) is on  # 2 steps × 2 distinct images, each fetched 4 times
 
     _same_training_on_and_off(nano_dir, tmp_path, "share_decoding", check)
+
+
+def test_to_dataset_stores_lossless_fast_png_and_leaves_other_images_to_datasets():
+    import io
+
+    from PIL import Image
+
+    rows = build_rows(sample_views(load_photos("skimage", "train"), 3, seed=0, size=56),
+                      PuzzleSpec(m=2, n=1, question_type="pair"), n_items=3, seed=0)
+    for decode_once in (False, True):
+        ds = train.to_dataset(rows, decode_once=decode_once)
+        for got, r in zip(ds[0:3]["image"], rows, strict=True):
+            assert got.mode == r["image"].mode and got.tobytes() == r["image"].tobytes()  # the same pixels
+    stored = train.stored_image(rows[0]["image"])
+    assert Image.open(io.BytesIO(stored["bytes"])).format == "PNG" and stored["path"] is None
+    cmyk = Image.new("CMYK", (8, 8))
+    jpeg = Image.open(io.BytesIO(_jpeg_bytes()))
+    assert train.stored_image(cmyk) is cmyk and train.stored_image(jpeg) is jpeg  # datasets' own encoding
+    assert train.stored_image("photo.png") == "photo.png"
+    with pytest.raises(ValueError, match="compress_level"):
+        train.stored_image(rows[0]["image"], compress_level=10)
+
+
+def _jpeg_bytes() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(buffer, format="JPEG")
+    return buffer.getvalue()
