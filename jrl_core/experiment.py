@@ -49,7 +49,7 @@ class GridSpec:
 
 
 def train_rows(exp: Experiment, *, steps: int, prompts_per_step: int, view_size: int, split: str = "train",
-               record=None) -> list[dict]:
+               record=None, render: bool = True) -> list[dict]:
     """The training rows of a recipe: the one place they are built (GRPO and SFT, CLI and notebooks).
 
     ``steps × prompts_per_step`` rows on the recipe's *train* photos in step order, each a pure function of
@@ -63,6 +63,7 @@ def train_rows(exp: Experiment, *, steps: int, prompts_per_step: int, view_size:
         view_size: view side in pixels, the model's input side (``jrl_core.nano.view_size(processor)``).
         split: ``"train"`` (GRPO) or ``"sft"`` (an independent draw for the SFT stage).
         record: a ``jrl_core.images.SkipRecord`` counting skipped photo files.
+        render: False gives the same rows with black images (prompts, solutions, ids only; for reading logs).
     Returns:
         ``steps × prompts_per_step`` row dicts (``jrl_core.puzzles.make_row`` plus ``step``, ``index``).
     Raises:
@@ -74,7 +75,8 @@ def train_rows(exp: Experiment, *, steps: int, prompts_per_step: int, view_size:
         raise ValueError(f"train_rows: steps must be >= 1, got {steps}; set grpo.steps (or sft.steps) >= 1.")
     photos = load_photos(exp.photo_source, "train", record=record)
     return schedules.curriculum_rows(photos, exp.puzzle_spec(), exp.curriculum_(), seed=exp.seed,
-                                     prompts_per_step=prompts_per_step, steps=steps, view_size=view_size, split=split)
+                                     prompts_per_step=prompts_per_step, steps=steps, view_size=view_size, split=split,
+                                     render=render)
 
 
 def heldout_rows(exp: Experiment, *, view_size: int, record=None) -> list[dict]:
@@ -1112,7 +1114,7 @@ def seed_rollout_cells(exp: Experiment, run_dir: str | Path, seeds, *, window: i
         folder = runs.RunFolder(Path(run_dir) / f"seed{s}")
         log = load_completion_log(folder.trainer_dir("grpo"))
         rows = train_rows(seed_exp, steps=settings.steps, prompts_per_step=settings.prompts_per_step,
-                          view_size=nano.NanoConfig().image_size)  # prompts and ids only: any view size will do
+                          view_size=nano.NanoConfig().image_size, render=False)  # prompts and ids only
         parts.append(evaluate.rollout_cells(log, rows, window=window).assign(seed=s))
     frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     return frame[["seed", *[c for c in frame.columns if c != "seed"]]] if parts else frame

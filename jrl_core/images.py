@@ -737,9 +737,12 @@ def sample_views(
     return [view_at(photos, i, seed=seed, size=size, min_crop=min_crop) for i in range(k)]
 
 
-def view_at(photos: list[Photo], i: int, *, seed: int | str, size: int, min_crop: float = 0.5) -> Photo:
+def view_at(photos: list[Photo], i: int, *, seed: int | str, size: int, min_crop: float = 0.5,
+            render: bool = True) -> Photo:
     """View ``i`` of :func:`sample_views` alone: a pure function of (photos, i, seed, size, min_crop), so
     a step-keyed data builder can draw the view of any index without drawing the ones before it.
+    ``render=False`` gives the same ``image_id`` with a black ``size``×``size`` RGB image instead of the crop
+    (for rows whose prompts, solutions and ids are wanted without pixels: resizing is most of a row's cost).
 
     Raises:
         ValueError: empty ``photos`` or ``i < 0``.
@@ -749,6 +752,8 @@ def view_at(photos: list[Photo], i: int, *, seed: int | str, size: int, min_crop
     if i < 0:
         raise ValueError(f"view index must be >= 0, got {i}.")
     photo = photos[i % len(photos)]
+    if not render:
+        return Photo(image_id=f"{photo.image_id}#{i}", image=Image.new("RGB", (size, size)))
     x0, y0, side, flip = view_crop(photo, seed=seed, i=i, min_crop=min_crop)
     return Photo(image_id=f"{photo.image_id}#{i}", image=render_view(photo, x0, y0, side, flip, size))
 

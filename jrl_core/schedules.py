@@ -102,7 +102,7 @@ class Curriculum:
 
 def curriculum_row(
     photos: list[Photo], spec: PuzzleSpec, curriculum: Curriculum, *, seed: int, index: int, step: int,
-    view_size: int, split: str = "train", instruct: bool = True,
+    view_size: int, split: str = "train", instruct: bool = True, render: bool = True,
 ) -> dict:
     """The training row for item ``index``, drawn at global step ``step``: the one definition of a training
     row (GRPO and SFT, fixed size or curriculum; the CLI and every notebook reach it through
@@ -122,6 +122,8 @@ def curriculum_row(
         index: item index ≥ 0; step: global step ≥ 0 the row is consumed at.
         view_size: side in pixels (``jrl_core.nano.view_size(processor)``).
         split: ``"train"`` (GRPO) or another label (``"sft"``) for an independent draw.
+        render: False cuts no view: the puzzle is made from a black image of the same size (``view_at``), so
+            the row's prompt, solution and ids are those of the rendered row and only its image differs.
 
     Raises:
         ValueError: empty ``photos``, negative index/step, or a size the spec rejects.
@@ -132,7 +134,7 @@ def curriculum_row(
         raise ValueError(f"index must be >= 0, got {index}.")
     m, n = curriculum.size_at(step)
     staged = dataclasses.replace(spec, m=m, n=n)
-    view = view_at(photos, index, seed=f"{split}:{seed}", size=view_size)
+    view = view_at(photos, index, seed=f"{split}:{seed}", size=view_size, render=render)
     row = make_row(view.image, staged, seed=item_seed(f"{split}:{seed}", index), image_id=view.image_id,
                    instruct=instruct)
     row["step"], row["index"] = step, index
@@ -142,12 +144,14 @@ def curriculum_row(
 def curriculum_rows(
     photos: list[Photo], spec: PuzzleSpec, curriculum: Curriculum, *, seed: int, prompts_per_step: int,
     steps: int, view_size: int, start_step: int = 0, split: str = "train", instruct: bool = True,
+    render: bool = True,
 ) -> list[dict]:
     """Rows for global steps ``start_step … steps − 1``, ``prompts_per_step`` per step, in step order: row j
     of step s is :func:`curriculum_row` with ``index = s·prompts_per_step + j``. The trainer must consume
     them in this order (``GRPOConfig(shuffle_dataset=False)``, set by :func:`jrl_core.train.grpo_config`),
     so that step s sees only its stage's size; a run resumed at step k gets the tail of the uninterrupted
     run's list (``start_step=k``), and the HF Trainer's resume skips the consumed rows of the full list.
+    ``render=False``: rows without pixels (:func:`curriculum_row`).
 
     Returns:
         ``(steps − start_step) × prompts_per_step`` rows.
@@ -160,7 +164,7 @@ def curriculum_rows(
         raise ValueError(f"start_step must be in [0, steps={steps}], got {start_step}.")
     return [
         curriculum_row(photos, spec, curriculum, seed=seed, index=s * prompts_per_step + j, step=s,
-                       view_size=view_size, split=split, instruct=instruct)
+                       view_size=view_size, split=split, instruct=instruct, render=render)
         for s in range(start_step, steps)
         for j in range(prompts_per_step)
     ]

@@ -64,3 +64,16 @@ def test_rows_are_cut_at_the_view_size_and_vary_with_the_seed():
     assert all(r["image"].size == (24, 24) for r in a)
     b = curriculum_rows(PHOTOS, spec, cur, seed=1, prompts_per_step=2, steps=2, view_size=24)
     assert [fingerprint(r) for r in a] != [fingerprint(r) for r in b]
+
+
+def test_rows_without_pixels_have_the_rendered_rows_prompts_solutions_and_ids():
+    from jrl_core import experiment
+
+    exp = experiment.load_recipe("nano/rq1_2x1_pair", {"seed": 3})
+    rendered = experiment.train_rows(exp, steps=3, prompts_per_step=4, view_size=42)
+    blank = experiment.train_rows(exp, steps=3, prompts_per_step=4, view_size=42, render=False)
+    assert len(blank) == len(rendered) == 12
+    for a, b in zip(rendered, blank, strict=True):
+        assert a.keys() == b.keys()
+        assert {k: v for k, v in a.items() if k != "image"} == {k: v for k, v in b.items() if k != "image"}
+        assert b["image"].size == a["image"].size and b["image"].getbbox() is None  # black, same size
