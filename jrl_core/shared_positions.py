@@ -18,6 +18,7 @@ grids take the model's own call unchanged. :class:`jrl_core.train.GRPOSettings` 
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 from jrl_core.shared_images import install_once  # torch-free import
@@ -25,6 +26,17 @@ from jrl_core.shared_images import install_once  # torch-free import
 __all__ = ["PositionSharing", "layout_groups", "share_positions"]
 
 _IMAGE = 1  # mm_token_type_ids: 0 text, 1 image, 2 video
+_PARAMETERS = ("input_ids", "mm_token_type_ids", "image_grid_thw", "video_grid_thw")  # how the method begins
+
+
+def _shareable(method) -> bool:
+    """Whether a backbone's ``get_rope_index`` takes Qwen2-VL's arguments in Qwen2-VL's order (other models with a
+    vision tower and a language model, e.g. Qwen2.5-Omni's thinker or GLM-Image, call theirs differently)."""
+    try:
+        names = [p.name for p in inspect.signature(method).parameters.values()]
+    except (TypeError, ValueError):
+        return False
+    return tuple(names[:len(_PARAMETERS)]) == _PARAMETERS and "attention_mask" in names
 
 
 def layout_groups(mm_token_type_ids, attention_mask, image_grid_thw) -> tuple[list[int], list[int], list[int]] | None:
@@ -75,42 +87,52 @@ class PositionSharing:
 
     backbone: object
     original: object = None
+    signature: object = None  # the original's inspect.Signature: calls are bound to its own parameter names
     calls: int = 0
     rows: int = 0
     computed: int = 0
 
-    def get_rope_index(self, input_ids=None, mm_token_type_ids=None, image_grid_thw=None, video_grid_thw=None,
-                       second_per_grid_ts=None, attention_mask=None, **kwargs):
+    def get_rope_index(self, *args, **kwargs):
         """The backbone's ``get_rope_index`` (same arguments and returns: position ids (3, rows, length) and
         deltas (rows, 1)), run on one row per distinct layout and copied to the rest. Other keyword arguments
         (``generate`` passes its whole model kwargs: pixel values, cache, …; the Qwen-VL methods ignore them) go to
-        the model's call unchanged."""
+        the model's call unchanged; a call this cannot share (videos, one row, a mask of another shape, arguments
+        that do not bind) goes to the model's method exactly as it came."""
         import torch
 
-        plain = dict(image_grid_thw=image_grid_thw, video_grid_thw=video_grid_thw,
-                     second_per_grid_ts=second_per_grid_ts, attention_mask=attention_mask, **kwargs)
         self.calls += 1
+        try:
+            bound = self.signature.bind(*args, **kwargs).arguments
+        except TypeError:
+            return self.original(*args, **kwargs)
+        extra = {}
+        for name, param in self.signature.parameters.items():
+            if param.kind is inspect.Parameter.VAR_KEYWORD:
+                extra = dict(bound.get(name, {}))
+        input_ids, types = bound.get("input_ids"), bound.get("mm_token_type_ids")
+        grids, mask = bound.get("image_grid_thw"), bound.get("attention_mask")
         rows = 0 if input_ids is None else input_ids.shape[0]
         self.rows += rows
-        if (input_ids is None or mm_token_type_ids is None or video_grid_thw is not None
-                or second_per_grid_ts is not None or rows < 2
-                or (attention_mask is not None and attention_mask.shape != input_ids.shape)):
+        if (input_ids is None or types is None or bound.get("video_grid_thw") is not None
+                or bound.get("second_per_grid_ts") is not None or rows < 2 or types.shape != input_ids.shape
+                or (mask is not None and mask.shape != input_ids.shape)):
             self.computed += rows
-            return self.original(input_ids, mm_token_type_ids, **plain)
-        plan = layout_groups(mm_token_type_ids, attention_mask, image_grid_thw)
+            return self.original(*args, **kwargs)
+        plan = layout_groups(types, mask, grids)
         if plan is None or len(plan[0]) == rows:
             self.computed += rows
-            return self.original(input_ids, mm_token_type_ids, **plain)
+            return self.original(*args, **kwargs)
         keep, inverse, images = plan
         self.computed += len(keep)
-        keep_t = torch.tensor(keep, device=input_ids.device)
-        inv_t = torch.tensor(inverse, device=input_ids.device)
-        grid = None if image_grid_thw is None else image_grid_thw[torch.tensor(images, dtype=torch.long,
-                                                                               device=image_grid_thw.device)]
-        positions, deltas = self.original(input_ids[keep_t], mm_token_type_ids[keep_t], image_grid_thw=grid,
-                                          attention_mask=None if attention_mask is None else attention_mask[keep_t],
-                                          **kwargs)
-        return positions.index_select(1, inv_t.to(positions.device)), deltas.index_select(0, inv_t.to(deltas.device))
+
+        def rows_of(x, index):
+            return x.index_select(0, torch.tensor(index, dtype=torch.long, device=x.device))
+
+        positions, deltas = self.original(rows_of(input_ids, keep), rows_of(types, keep),
+                                          image_grid_thw=None if grids is None else rows_of(grids, images),
+                                          attention_mask=None if mask is None else rows_of(mask, keep), **extra)
+        return (positions.index_select(1, torch.tensor(inverse, dtype=torch.long, device=positions.device)),
+                rows_of(deltas, inverse))
 
     def remove(self) -> None:
         if getattr(self.backbone, "_jrl_position_sharing", None) is self:
@@ -120,14 +142,17 @@ class PositionSharing:
 
 def share_positions(model) -> list[PositionSharing]:
     """Make every Qwen-VL backbone in ``model`` (modules with ``get_rope_index``, a ``language_model`` and a
-    ``visual`` tower: :func:`jrl_core.shared_prompts.find_backbones`) compute each distinct row layout's rotary
-    positions once. Idempotent per backbone; returns the :class:`PositionSharing` handles (empty for models
-    without such a backbone, e.g. InternVL)."""
+    ``visual`` tower: :func:`jrl_core.shared_prompts.find_backbones`, whose ``get_rope_index`` takes Qwen2-VL's
+    arguments in its order) compute each distinct row layout's rotary positions once. Idempotent per backbone;
+    returns the :class:`PositionSharing` handles (empty for models without such a backbone, e.g. InternVL, or with
+    another ``get_rope_index``, e.g. Qwen2.5-Omni's thinker)."""
     from jrl_core.shared_prompts import find_backbones
 
     def make(bb):
-        sharing = PositionSharing(bb, original=bb.get_rope_index)
+        sharing = PositionSharing(bb, original=bb.get_rope_index, signature=inspect.signature(bb.get_rope_index))
         bb.get_rope_index = sharing.get_rope_index  # instance attribute: the class is untouched
         return sharing
 
-    return install_once(find_backbones(model), "_jrl_position_sharing", make)
+    backbones = [bb for bb in find_backbones(model)
+                 if getattr(bb, "_jrl_position_sharing", None) is not None or _shareable(bb.get_rope_index)]
+    return install_once(backbones, "_jrl_position_sharing", make)

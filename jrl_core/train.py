@@ -88,8 +88,8 @@ PAPER = GRPOSettings()
 """Protocol §6, non-thinking (use ``steps=1000`` for thinking runs)."""
 
 NANO = GRPOSettings(
-    steps=300,  # nano-v10, one thread: ~1.0-1.1 s per step (session 16); 2x1 pair 50.7% -> 90.0 / 88.7 / 88.0% (seeds
-    # 0-2, lr 6e-5, the default training pictures, session 16; README "Measured so far" has every run)
+    steps=300,  # nano-v10, one thread: ~0.84 s per step (session 18; 1.0 s in session 16); 2x1 pair 50.7% -> 90.0 /
+    # 88.7 / 88.0% (seeds 0-2, lr 6e-5, the default training pictures, sessions 16 and 18; README "Measured so far")
     prompts_per_step=16,  # 4 prompts/step let the A/B answer bias random-walk to "always A" (spine issue)
     num_generations=8,
     learning_rate=6e-5,  # session 16, by a rule fixed before the runs (docs/preregistered.md): the last 25 steps'
@@ -537,9 +537,13 @@ def train_grpo(model, processor, rows: list[dict], settings: GRPOSettings, outpu
     if freeze_vision and lora is None and not isinstance(model, str):
         freeze_vision_tower(model)
     if settings.keep_freed_memory:  # process-wide from here on; changes no value (jrl_core.memory)
+        import logging
+
         from jrl_core.memory import keep_freed_memory
 
-        keep_freed_memory()
+        if not keep_freed_memory():
+            logging.getLogger(__name__).info("keep_freed_memory: the C library is not glibc or refused the setting; "
+                                             "training uses the allocator's defaults (the same results, slower on CPU).")
     args = grpo_config(settings, output_dir, **config_overrides)
     trainer = _trainer_classes()(
         model=model,
