@@ -230,16 +230,17 @@ def image_key(image) -> tuple:
 class PreprocessSharing:
     """An image processor that preprocesses each distinct image once and reuses the result.
 
-    Stands in for a processor's ``image_processor`` (:func:`preprocessing_shared` installs it): called on a list
-    of PIL images, it runs the wrapped image processor on the images it has not seen yet (by :func:`image_key` and
-    the call's keyword arguments), splits the result per image and concatenates every image's own patches in the
-    order asked. TRL's ``GRPOTrainer`` preprocesses a step's images twice (rollout generation and the log-prob
-    passes), each G times over: 16 prompts × 8 rollouts = 256 preprocessings of 16 images per nano step (57 ms per
-    128 images on one core, 4 ms per 16; the step went 0.969 → 0.943 s, ``benchmarks/nano_speed.py --base``). Exact: image processors treat images independently, so the
-    pixel values are the same bits (tested); an image object passed several times in one call (the G rows of a prompt
-    share one decoded image, :class:`DecodeSharing`) is hashed once. Anything else (other output keys such as InternVL's tiles, outputs
-    that are not torch tensors, a non-PIL input, ``return_tensors`` other than ``"pt"`` or None) goes to the
-    wrapped processor unchanged (the output kind is checked once per ``return_tensors`` value on one image).
+    Stands in for a processor's ``image_processor`` (:func:`preprocessing_shared` installs it): called on a list of
+    PIL images, it runs the wrapped image processor on the images it has not seen yet (by :func:`image_key` and the
+    call's keyword arguments), splits the result per image and concatenates every image's own patches in the order
+    asked. TRL's ``GRPOTrainer`` preprocesses a step's images twice (rollout generation and the log-prob passes),
+    each G times over: 16 prompts × 8 rollouts = 256 preprocessings of 16 images per nano step (57 ms per 128 images
+    on one core, 4 ms per 16; the step went 0.969 → 0.943 s, ``benchmarks/nano_speed.py --base``). Exact: image
+    processors treat images independently, so the pixel values are the same bits (tested); an image object passed
+    several times in one call (the G rows of a prompt share one decoded image, :class:`DecodeSharing`) is hashed
+    once. Anything else (other output keys such as InternVL's tiles, outputs that are not torch tensors, a non-PIL
+    input, ``return_tensors`` other than ``"pt"`` or None) goes to the wrapped processor unchanged (the output kind
+    is checked once per ``return_tensors`` value on one image).
     Every other attribute is the wrapped processor's.
 
     Attributes:

@@ -11,9 +11,10 @@ completion length. One core spent ~24 ms per call, ~7% of a step (``py-spy``/``c
 :func:`share_positions` replaces a backbone's ``get_rope_index`` by :meth:`PositionSharing.get_rope_index`, which
 groups rows by layout (:func:`layout_groups`), calls the model's own ``get_rope_index`` on one row per layout and
 copies the result to the others: the same integers as the model's call on the whole batch (tested), so an exact
-speed-up, not a change of the algorithm. Videos, extra arguments, or rows whose image count does not match the
-grids take the model's own call unchanged. :class:`jrl_core.train.GRPOSettings` ``share_positions`` turns it on
-(on in the nano preset, opt-in at paper scale).
+speed-up, not a change of the algorithm. Videos, one-row batches, calls that do not bind to the method's own
+signature, or rows whose image count does not match the grids take the model's own call unchanged; only methods
+with Qwen2-VL's parameters are wrapped. :class:`jrl_core.train.GRPOSettings` ``share_positions`` turns it on (on in
+the nano preset, opt-in at paper scale).
 """
 
 from __future__ import annotations

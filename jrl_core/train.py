@@ -270,10 +270,10 @@ def _trainer_classes():
         ``share_images`` / ``share_prompts`` / ``score_completions_only``: exact speed-ups of the log-prob passes
         (:mod:`jrl_core.shared_images`, :mod:`jrl_core.shared_prompts`, :mod:`jrl_core.completion_scoring`);
         ``share_prefill`` (with ``share_prompts``): of the rollout generation's prefill. ``share_positions``: every
-        pass's rotary positions once per distinct row layout (:mod:`jrl_core.shared_positions`). ``share_preprocessing``: the
-        processor preprocesses each distinct image of a step once (:class:`jrl_core.shared_images.PreprocessSharing`;
-        TRL calls it twice per step on G copies of every image). ``share_prompts`` raises
-        ``ValueError`` under ZeRO-3 or FSDP.
+        pass's rotary positions once per distinct row layout (:mod:`jrl_core.shared_positions`).
+        ``share_preprocessing``: the processor preprocesses each distinct image of a step once
+        (:class:`jrl_core.shared_images.PreprocessSharing`; TRL calls it twice per step on G copies of every image).
+        ``share_prompts`` raises ``ValueError`` under ZeRO-3 or FSDP.
 
         Every rollout of every step is appended to ``completion_log`` (JSON lines), one record
         per completion: ``step``, ``prompt_id``, ``completion`` (text), ``rewards`` (reward
@@ -542,8 +542,9 @@ def train_grpo(model, processor, rows: list[dict], settings: GRPOSettings, outpu
         from jrl_core.memory import keep_freed_memory
 
         if not keep_freed_memory():
-            logging.getLogger(__name__).info("keep_freed_memory: the C library is not glibc or refused the setting; "
-                                             "training uses the allocator's defaults (the same results, slower on CPU).")
+            logging.getLogger(__name__).info(
+                "keep_freed_memory: the C library is not glibc or refused the setting; training uses the "
+                "allocator's defaults (the same results, slower on CPU).")
     args = grpo_config(settings, output_dir, **config_overrides)
     trainer = _trainer_classes()(
         model=model,

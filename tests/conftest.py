@@ -39,3 +39,18 @@ def grpo_case(nano_dir):
                                    save_fraction=0.0, report_to=())
     return SimpleNamespace(model=model, processor=processor, rows=rows, settings=settings,
                            state={k: v.clone() for k, v in model.state_dict().items()})
+
+
+@pytest.fixture(scope="session")
+def sample_generation():
+    """``sample(model, batch) -> (sequences, scores)``: ``model.generate`` on ``batch`` with TRL's sampling (6 new
+    tokens, temperature 1, top-k 50) from torch seed 0, so two calls on equal inputs draw the same tokens."""
+    import torch
+
+    def sample(model, batch):
+        torch.manual_seed(0)
+        out = model.generate(**batch, max_new_tokens=6, do_sample=True, temperature=1.0, top_k=50,
+                             output_scores=True, return_dict_in_generate=True)
+        return out.sequences, torch.stack(out.scores)
+
+    return sample

@@ -14,9 +14,9 @@ from jrl_core.puzzles import PuzzleSpec, build_rows
 from jrl_core.shared_positions import layout_groups, share_positions
 
 
-def _batch(processor, copies=4):
-    """Two 2x1 non-thinking prompts and a longer 3x1 thinking one, each ``copies`` times (left padded), then a
-    completion of 1-3 tokens per rollout, right padded with mask 0: the rows TRL's scoring pass builds."""
+def _prompts(processor, copies, padding_side="left"):
+    """Two 2x1 non-thinking prompts and a longer 3x1 thinking one, each ``copies`` times (as TRL repeats a prompt
+    G times), through the processor: prompt tokens padded on ``padding_side``, pixel values, grids."""
     photos = load_photos("skimage", "train")
     rows = (build_rows(sample_views(photos, 2, seed=0, size=56), PuzzleSpec(m=2, n=1, question_type="pair"),
                        n_items=2, seed=0)
@@ -24,9 +24,15 @@ def _batch(processor, copies=4):
                          n_items=1, seed=0))
     texts = [processor.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=False)
              for r in rows for _ in range(copies)]
-    b = processor(text=texts, images=[r["image"] for r in rows for _ in range(copies)], return_tensors="pt",
-                  padding=True)
-    n = len(texts)
+    return processor(text=texts, images=[r["image"] for r in rows for _ in range(copies)], return_tensors="pt",
+                     padding=True, padding_side=padding_side)
+
+
+def _batch(processor, copies=4):
+    """:func:`_prompts`, then a completion of 1-3 tokens per rollout, right padded with mask 0: the rows TRL's
+    scoring pass builds."""
+    b = _prompts(processor, copies)
+    n = b["input_ids"].shape[0]
     gen = torch.Generator().manual_seed(0)
     comp = torch.randint(7, 50, (n, 3), generator=gen)  # distinct tokens: the layout ignores which ones
     comp_mask = (torch.arange(3) < torch.randint(1, 4, (n, 1), generator=gen)).long()
@@ -76,27 +82,12 @@ def test_shared_positions_give_the_same_integers_as_the_models_loop(nano_dir):
     assert torch.equal(out_plain.last_hidden_state[real], out_again.last_hidden_state[real])
 
 
-def test_generation_with_shared_positions_writes_the_same_completions(nano_dir):
+def test_generation_with_shared_positions_writes_the_same_completions(nano_dir, sample_generation):
     model, processor = nano.load_model(str(nano_dir))
-    photos = load_photos("skimage", "train")
-    rows = (build_rows(sample_views(photos, 2, seed=0, size=56), PuzzleSpec(m=2, n=1, question_type="pair"),
-                       n_items=2, seed=0)
-            + build_rows(sample_views(photos, 1, seed=1, size=56), PuzzleSpec(m=3, n=1, question_type="pair", think=True),
-                         n_items=1, seed=0))
-    texts = [processor.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=False)
-             for r in rows for _ in range(3)]
-    batch = processor(text=texts, images=[r["image"] for r in rows for _ in range(3)], return_tensors="pt",
-                      padding=True, padding_side="left")
-
-    def sample():
-        torch.manual_seed(0)
-        out = model.generate(**batch, max_new_tokens=6, do_sample=True, temperature=1.0, top_k=50,
-                             output_scores=True, return_dict_in_generate=True)
-        return out.sequences, torch.stack(out.scores)
-
-    seq0, scores0 = sample()
+    batch = _prompts(processor, copies=3)
+    seq0, scores0 = sample_generation(model, batch)
     sharing = share_positions(model)[0]
-    seq1, scores1 = sample()
+    seq1, scores1 = sample_generation(model, batch)
     # 3 prompts, each 3 times: at most 3 layouts (the two 2x1 prompts may share one: tokens do not count)
     assert sharing.calls >= 1 and sharing.rows == 9 * sharing.calls and sharing.computed <= 3 * sharing.calls
     assert torch.equal(seq1, seq0) and torch.equal(scores1, scores0)  # the same positions: the same floats

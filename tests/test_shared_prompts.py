@@ -130,7 +130,7 @@ def test_grpo_trainer_scores_each_prompt_once_with_the_same_losses(grpo_case, tm
         torch.testing.assert_close(torch.tensor(on[col].values), torch.tensor(plain[col].values), rtol=1e-3, atol=1e-5)
 
 
-def test_generation_prefill_runs_each_prompt_once_with_the_same_completions(nano_dir):
+def test_generation_prefill_runs_each_prompt_once_with_the_same_completions(nano_dir, sample_generation):
     model, processor = nano.load_model(str(nano_dir))
     rows = _rows()  # two 2x1 prompts and a longer 3x1 one: left padding, so an attention mask
     texts = [processor.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=False)
@@ -139,21 +139,15 @@ def test_generation_prefill_runs_each_prompt_once_with_the_same_completions(nano
                       padding=True, padding_side="left")
     assert bool((batch["attention_mask"] == 0).any())
 
-    def sample():
-        torch.manual_seed(0)
-        out = model.generate(**batch, max_new_tokens=6, do_sample=True, temperature=1.0, top_k=50,
-                             output_scores=True, return_dict_in_generate=True)
-        return out.sequences, torch.stack(out.scores)
-
-    seq0, scores0 = sample()
+    seq0, scores0 = sample_generation(model, batch)
     sharing = share_prompts(model)[0]
     with sharing.generating():
-        seq1, scores1 = sample()
+        seq1, scores1 = sample_generation(model, batch)
     assert sharing.prefills == 1 and (sharing.rows, sharing.prompts) == (12, 3)
     assert torch.equal(seq1, seq0)  # the same draws on the same batch
     finite = scores0.isfinite()
     torch.testing.assert_close(scores1[finite], scores0[finite], rtol=1e-4, atol=1e-4)
-    sample()  # outside generating(): the model's own forward
+    sample_generation(model, batch)  # outside generating(): the model's own forward
     assert sharing.prefills == 1
 
 
