@@ -26,7 +26,7 @@ from jrl_core.shared_images import install_once  # torch-free import
 
 __all__ = ["PositionSharing", "layout_groups", "share_positions"]
 
-_IMAGE = 1  # mm_token_type_ids: 0 text, 1 image, 2 video
+_IMAGE, _VIDEO = 1, 2  # mm_token_type_ids: 0 text, 1 image, 2 video
 _PARAMETERS = ("input_ids", "mm_token_type_ids", "image_grid_thw", "video_grid_thw")  # how the method begins
 
 
@@ -64,7 +64,7 @@ def layout_groups(mm_token_type_ids, attention_mask, image_grid_thw) -> tuple[li
     start = 0
     for r, (row, m) in enumerate(zip(types, mask, strict=True)):
         valid = row if m is None else [t for t, k in zip(row, m, strict=True) if k]
-        if 2 in valid:
+        if _VIDEO in valid:
             return None
         runs = sum(1 for i, t in enumerate(valid) if t == _IMAGE and (i == 0 or valid[i - 1] != _IMAGE))
         if start + runs > len(grids):

@@ -297,27 +297,19 @@ def _trainer_classes():
             self.preprocessed = {"seen": 0, "processed": 0}  # images asked of / run through the image processor
             self.completion_log = Path(completion_log) if completion_log else None
             self.letter_centring = letter_centring
-            self.image_sharing = []
-            if share_images:  # the G rollouts of a prompt share its image: encode it once (exact)
-                from jrl_core.shared_images import share_images as _share
+            from jrl_core.shared_images import share_images as _share_images
+            from jrl_core.shared_positions import share_positions as _share_positions
+            from jrl_core.shared_prompts import share_prompts as _share_prompts
 
-                for m in (self.model, getattr(self, "ref_model", None)):
-                    if m is not None:
-                        self.image_sharing += _share(m)
-            self.prompt_sharing = []
-            if share_prompts:  # the G rollouts of a prompt share its prompt tokens: score them once (exact)
-                from jrl_core.shared_prompts import share_prompts as _share_prompts
+            # the G rollouts of a prompt share its image (encode it once), its prompt tokens (score them once) and,
+            # with other prompts of its length, its rotary-position layout (compute it once): all exact
+            self.image_sharing = self._on_models(_share_images) if share_images else []
+            self.prompt_sharing = self._on_models(_share_prompts) if share_prompts else []
+            self.position_sharing = self._on_models(_share_positions) if share_positions else []
 
-                for m in (self.model, getattr(self, "ref_model", None)):
-                    if m is not None:
-                        self.prompt_sharing += _share_prompts(m)
-            self.position_sharing = []
-            if share_positions:  # 128 rows, a handful of layouts: rotary positions once per layout (exact)
-                from jrl_core.shared_positions import share_positions as _share_positions
-
-                for m in (self.model, getattr(self, "ref_model", None)):
-                    if m is not None:
-                        self.position_sharing += _share_positions(m)
+        def _on_models(self, install) -> list:
+            """``install(model)`` on the policy and, when there is one (β > 0), the reference model: their handles."""
+            return [h for m in (self.model, getattr(self, "ref_model", None)) if m is not None for h in install(m)]
 
         def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
             with contextlib.ExitStack() as stack:  # TRL's own pass; the backbones know where the prompt ends
@@ -480,8 +472,7 @@ def to_dataset(rows: list[dict], *, decode_once: bool = False):
             out["image"] = stored_image(out["image"])
         return out
 
-    table = [row(r) for r in rows]
-    dataset = Dataset.from_list(table)
+    dataset = Dataset.from_list([row(r) for r in rows])
     if "image" in dataset.features and not isinstance(dataset.features["image"], Image):
         dataset = dataset.cast_column("image", Image())  # the stored {"bytes", "path"} values: no re-encoding
     return decoded_once(dataset) if decode_once else dataset
