@@ -513,10 +513,19 @@ def evaluate_grid(
             "random": random_baseline(spec.question_type, spec.m, spec.n, spec.n_c),
             "valid": res.valid, "share_A": res.share_a, "max_new_tokens": cap,
         })
-        if save_dir is not None:
-            atomic_write_text(Path(save_dir) / f"{_cell_name(size, spec.question_type, mode)}.csv",
-                              table.to_csv(index=False))
+        if save_dir is not None:  # each cell as it finishes: a killed grid keeps the cells it scored
+            save_grid(save_dir, None, {(size, spec.question_type, mode): table})
     summary = pd.DataFrame.from_records(records)
     if save_dir is not None:
-        atomic_write_text(Path(save_dir) / "grid_summary.csv", summary.to_csv(index=False))
+        save_grid(save_dir, summary, {})
     return (summary, tables) if return_tables else summary
+
+
+def save_grid(save_dir: str | Path, summary: pd.DataFrame | None, tables: dict) -> None:
+    """Write an evaluation grid's files as :func:`evaluate_grid` does with ``save_dir`` (atomic writes): each
+    cell's per-puzzle table (``tables[(size, question_type, mode)]``) to ``<save_dir>/<size>_<question
+    type>_<mode>.csv`` and ``summary`` (unless None) to ``<save_dir>/grid_summary.csv``."""
+    for (size, question_type, mode), table in tables.items():
+        atomic_write_text(Path(save_dir) / f"{_cell_name(size, question_type, mode)}.csv", table.to_csv(index=False))
+    if summary is not None:
+        atomic_write_text(Path(save_dir) / "grid_summary.csv", summary.to_csv(index=False))

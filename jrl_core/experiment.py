@@ -146,7 +146,7 @@ def _last_checkpoint_step(folder: Path) -> int | None:
 
 def run_experiment(exp: Experiment, run_dir: str | Path, *, model=None, processor=None, test=None,
                    evaluate_before: bool = True, grid: GridSpec | None = None, resume: bool = True,
-                   before=None) -> dict:
+                   before=None, grid_before=None) -> dict:
     """Execute ``exp`` top-down: load, evaluate, train (SFT and/or GRPO through TRL), evaluate, record.
 
     Args:
@@ -163,6 +163,9 @@ def run_experiment(exp: Experiment, run_dir: str | Path, *, model=None, processo
         before: the starting model's ``evaluate.EvalResult`` on this held-out set when it is already known
             (greedy decoding gives the same table every time: :func:`run_seeds` and :func:`compare_arms` evaluate
             each base once per held-out set); written as ``eval_before.csv`` instead of evaluating again.
+        grid_before: the starting model's ``grid`` evaluation when it is already known, as
+            ``evaluate.evaluate_grid(..., return_tables=True)`` returns it (``(summary, tables)``; see
+            :func:`evaluate_base`); written to ``grid/before/`` instead of evaluating again. Ignored without ``grid``.
     Returns:
         ``{"experiment": dict, "before": summary | None, "after": summary, "grpo_log": DataFrame | None,
         "sft_log": …, "test": the held-out rows, "eval_before"/"eval_after": EvalResult, "grid": DataFrame | None (rows: stage, size,
@@ -202,9 +205,11 @@ def run_experiment(exp: Experiment, run_dir: str | Path, *, model=None, processo
     def grid_eval(stage: str, mdl) -> None:
         if grid is None or not main:
             return
-        table = evaluate.evaluate_grid(mdl, processor, sizes=grid.sizes, question_types=grid.question_types,
-                                       thinks=(exp.mode,), n_items=grid.n_items, source=exp.photo_source,
-                                       image_size=size, save_dir=folder.root / "grid" / stage, progress=False)
+        if stage == "before" and grid_before is not None:
+            evaluate.save_grid(folder.root / "grid" / stage, *grid_before)
+            grids.append(grid_before[0].assign(stage=stage))
+            return
+        table = _evaluate_grid(exp, grid, mdl, processor, size, save_dir=folder.root / "grid" / stage)
         grids.append(table.assign(stage=stage))
 
     if before is not None and main:
@@ -264,6 +269,35 @@ def run_experiment(exp: Experiment, run_dir: str | Path, *, model=None, processo
     runs.write_metrics(folder.root, record)
     out["metrics"] = record.to_dict()
     return out
+
+
+def _evaluate_grid(exp: Experiment, grid: GridSpec, model, processor, size: int, **kwargs):
+    """``evaluate.evaluate_grid`` of a recipe's grid (its thinking mode, its photo source's test photos)."""
+    from jrl_core import evaluate
+
+    return evaluate.evaluate_grid(model, processor, sizes=grid.sizes, question_types=grid.question_types,
+                                  thinks=(exp.mode,), n_items=grid.n_items, source=exp.photo_source,
+                                  image_size=size, progress=False, **kwargs)
+
+
+def evaluate_base(exp: Experiment, grid: GridSpec | None = None) -> tuple:
+    """The starting model's scores for ``exp``, as :func:`run_experiment` computes them before training: greedy
+    decoding on the recipe's held-out set (:func:`heldout_rows`) and, with ``grid``, on the evaluation grid.
+
+    :func:`run_seeds` calls it once for all its seeds (and passes the result to every seed's
+    :func:`run_experiment` as ``before`` / ``grid_before``) instead of every seed scoring the same model again.
+    Returns ``(before, grid_before)``: an ``evaluate.EvalResult`` and ``evaluate.evaluate_grid``'s ``(summary,
+    tables)`` (None without ``grid``). Raises what loading the model raises (``jrl_core.nano.load_model``).
+    """
+    from jrl_core import evaluate, nano
+
+    model, processor = nano.load_model(nano.resolve_model(exp.model, **exp.nano), dtype=exp.dtype)
+    size = nano.view_size(processor)
+    max_new = exp.eval_max_new_tokens or exp.grpo_settings().max_completion_length
+    before = evaluate.evaluate(model, processor, heldout_rows(exp, view_size=size), max_new_tokens=max_new,
+                               desc=f"{exp.name}: base")
+    grid_before = _evaluate_grid(exp, grid, model, processor, size, return_tables=True) if grid is not None else None
+    return before, grid_before
 
 
 def _record(exp: Experiment, out: dict, settings, skipped) -> runs.MetricsRecord:
@@ -653,9 +687,11 @@ def _arms_tables(arms: dict[str, Experiment], results: dict):
 
 
 def _train_seeds_in_parallel(exp: Experiment, root: Path, seeds: list[int], *, grid, resume: bool,
-                             jobs: int) -> list[int]:
+                             jobs: int, base_for) -> list[int]:
     """Train the seeds of :func:`run_seeds` that are not finished, ``jobs`` at a time in worker processes, and
-    return them (the caller reads every seed back from its folder); [] when fewer than two need training."""
+    return them (the caller reads every seed back from its folder); [] when fewer than two need training.
+    ``base_for(exp)``: the base's ``(before, grid_before)`` (:func:`evaluate_base`), evaluated here once and
+    handed to every worker."""
     from jrl_core import executor
 
     calls, names = [], []
@@ -674,6 +710,8 @@ def _train_seeds_in_parallel(exp: Experiment, root: Path, seeds: list[int], *, g
     from jrl_core import nano
 
     nano.resolve_model(exp.model, **exp.nano)  # a nano variant is built here once, not by every worker at once
+    before, grid_before = base_for(exp)  # and the base scored once, not by every worker
+    calls = [dataclasses.replace(c, args=(*c.args, before, grid_before)) for c in calls]
     failed = []
     for i, _, error in executor.run_calls(calls, executor="local", jobs=min(jobs, len(calls))):
         if error is not None:
@@ -776,15 +814,17 @@ WORKER_LOG = "worker.log"
 in its seed folder; the caller then copies it to its own stderr, so a study's ``run.log`` keeps it."""
 
 
-def _train_seed(exp: Experiment, root: str, grid: GridSpec | None, resume: bool) -> None:
+def _train_seed(exp: Experiment, root: str, grid: GridSpec | None, resume: bool, before=None,
+                grid_before=None) -> None:
     """One seed of :func:`run_seeds` in a worker process: its outputs go to its folder (read back by the caller),
-    its stdout/stderr to ``<folder>/worker.log``."""
+    its stdout/stderr to ``<folder>/worker.log``; ``before`` / ``grid_before``: the base's scores
+    (:func:`run_experiment`)."""
     import contextlib
 
     Path(root).mkdir(parents=True, exist_ok=True)
     with open(Path(root) / WORKER_LOG, "w", encoding="utf-8") as log, contextlib.redirect_stderr(log), \
             contextlib.redirect_stdout(log):
-        run_experiment(exp, root, grid=grid, resume=resume)
+        run_experiment(exp, root, grid=grid, resume=resume, before=before, grid_before=grid_before)
 
 
 def run_seeds(exp: Experiment, run_dir: str | Path, seeds, *, grid: GridSpec | None = None,
@@ -804,13 +844,14 @@ def run_seeds(exp: Experiment, run_dir: str | Path, seeds, *, grid: GridSpec | N
         extra_eval: optional ``(model, processor, name) -> dict`` run on each seed's trained model (``name`` is
             ``exp.name``) and stored in ``<run_dir>/seed<s>/extra.json`` (:func:`jrl_core.runs.write_extra`); a
             finished seed without it (or stored for another ``extra_eval.key``) is rerun.
-        base_evals: a dict shared across calls (held-out set -> the base's ``evaluate.EvalResult``), so that
-            :func:`compare_arms` evaluates each base once for all its arms; None: one for this call.
+        base_evals: a dict shared across calls (held-out set -> the base's ``evaluate.EvalResult``, and its grid
+            evaluation), so that :func:`compare_arms` evaluates each base once for all its arms; None: one for this
+            call. The base is evaluated (:func:`evaluate_base`) only when a seed needs training.
         jobs: seeds trained at once, each in its own process (``jrl_core.executor``, local processes, spawned; each
             with ``OMP_NUM_THREADS`` = cores // jobs). Results are the same as one at a time (each seed is
             deterministic; tested); on 2 cores two GRPO runs with one thread each finish in 0.77× the time of two
             in a row with two threads. Needs ``extra_eval=None`` (its function need not pickle); each worker
-            evaluates the base itself. A seed that fails does not stop the others; the first error is raised after
+            is handed the base's scores, evaluated once in this process. A seed that fails does not stop the others; the first error is raised after
             all finish, naming the seeds (finished seeds are kept and read back next time).
     Returns:
         ``{"seeds": {seed: {"before", "after" (summaries), "eval_before", "eval_after" (per-puzzle tables),
@@ -838,7 +879,18 @@ def run_seeds(exp: Experiment, run_dir: str | Path, seeds, *, grid: GridSpec | N
     root = Path(run_dir)
     base_evals = {} if base_evals is None else base_evals
     extra_key = getattr(extra_eval, "key", None)
-    trained = _train_seeds_in_parallel(exp, root, seeds, grid=grid, resume=resume, jobs=jobs) if jobs > 1 else []
+    def base_for(seed_exp: Experiment) -> tuple:
+        """The base's (before, grid_before) for a seed's recipe: evaluated on first need, then shared."""
+        key = _base_key(seed_exp)
+        if key not in base_evals or (grid is not None and (key, grid) not in base_evals):
+            before, grid_before = evaluate_base(seed_exp, grid)
+            base_evals.setdefault(key, before)
+            if grid is not None:
+                base_evals[(key, grid)] = grid_before
+        return base_evals[key], base_evals.get((key, grid)) if grid is not None else None
+
+    trained = (_train_seeds_in_parallel(exp, root, seeds, grid=grid, resume=resume, jobs=jobs, base_for=base_for)
+               if jobs > 1 else [])
     per_seed = {}
     for s in seeds:
         folder = runs.RunFolder(root / f"seed{s}")
@@ -854,10 +906,9 @@ def run_seeds(exp: Experiment, run_dir: str | Path, seeds, *, grid: GridSpec | N
             # a folder from another recipe is started over, not resumed from its checkpoints
             fresh = resume and runs.read_metrics(folder.root) is None
             folder.extra.unlink(missing_ok=True)  # never pair an old extra result with the new run
-            key = _base_key(seed_exp)
-            out = run_experiment(seed_exp, folder.root, grid=grid, resume=fresh, before=base_evals.get(key))
-            if out.get("eval_before") is not None:
-                base_evals.setdefault(key, out["eval_before"])
+            before, grid_before = base_for(seed_exp)
+            out = run_experiment(seed_exp, folder.root, grid=grid, resume=fresh, before=before,
+                                 grid_before=grid_before)
             extra = None
             if extra_eval is not None:
                 extra = extra_eval(out["model"], out["processor"], exp.name)

@@ -302,3 +302,29 @@ def test_the_package_photos_source_is_a_test_set_only():
     assert [p.image_id for p in images.load_photos("package-photos", "test")] == list(images.PACKAGE_PHOTOS)
     with pytest.raises(ValueError, match="no train split"):
         images.load_photos("package-photos", "train")
+
+
+def test_the_base_grid_is_evaluated_once_and_written_into_every_seed(nano_dir, tmp_path, monkeypatch):
+    """run_seeds with a grid scores the base on it once (evaluate_base), not once per seed; every seed folder
+    still gets the base's grid files and record entries, the same as a seed that scored the base itself."""
+    from jrl_core import evaluate
+
+    exp = tiny_arms(nano_dir)["const"]
+    grid = experiment.GridSpec(sizes=((2, 1),), question_types=("pair",), n_items=4)
+    calls = []
+    real = evaluate.evaluate_grid
+    monkeypatch.setattr(evaluate, "evaluate_grid", lambda *a, **k: (calls.append(k.get("save_dir")), real(*a, **k))[1])
+    res = experiment.run_seeds(exp, tmp_path / "seeds", SEEDS, grid=grid)
+    assert len(calls) == 1 + len(SEEDS)  # the base once, each trained seed once
+    assert calls[0] is None and all(str(c).endswith("after") for c in calls[1:])
+    before = [(tmp_path / "seeds" / f"seed{s}" / "grid" / "before") for s in SEEDS]
+    files = [sorted(p.name for p in b.iterdir()) for b in before]
+    assert files[0] == files[1] == ["2x1_pair_non_thinking.csv", "grid_summary.csv"]
+    assert len({(b / "2x1_pair_non_thinking.csv").read_text() for b in before}) == 1
+    alone = experiment.run_experiment(experiment.apply_overrides(exp, {"seed": 1}), tmp_path / "alone", grid=grid)
+    assert (tmp_path / "alone" / "grid" / "before" / "grid_summary.csv").read_text() == \
+        (before[1] / "grid_summary.csv").read_text()  # the same as scoring the base in the seed's own run
+    for s in SEEDS:
+        metrics = res["seeds"][s]["metrics"]
+        assert metrics["grid_pair_2x1_before"] == alone["metrics"]["metrics"]["grid_pair_2x1_before"]
+        assert set(res["seeds"][s]["grid"]["stage"]) == {"before", "after"}

@@ -255,7 +255,7 @@ def test_grpo_trainer_decodes_each_image_once_per_step_with_the_same_training(na
     _same_training_on_and_off(nano_dir, tmp_path, "share_decoding", check)
 
 
-def test_to_dataset_stores_lossless_fast_png_and_leaves_other_images_to_datasets():
+def test_to_dataset_stores_lossless_raw_or_png_and_leaves_other_images_to_datasets():
     import io
 
     from PIL import Image
@@ -267,7 +267,14 @@ def test_to_dataset_stores_lossless_fast_png_and_leaves_other_images_to_datasets
         for got, r in zip(ds[0:3]["image"], rows, strict=True):
             assert got.mode == r["image"].mode and got.tobytes() == r["image"].tobytes()  # the same pixels
     stored = train.stored_image(rows[0]["image"])
-    assert Image.open(io.BytesIO(stored["bytes"])).format == "PNG" and stored["path"] is None
+    assert rows[0]["image"].mode == "RGB"
+    assert Image.open(io.BytesIO(stored["bytes"])).format == "PPM" and stored["path"] is None  # raw pixels
+    rgba = rows[0]["image"].convert("RGBA")
+    png = Image.open(io.BytesIO(train.stored_image(rgba)["bytes"]))
+    assert png.format == "PNG" and png.tobytes() == rgba.tobytes()  # no PPM for alpha: lossless PNG
+    grey = rows[0]["image"].convert("L")
+    again = Image.open(io.BytesIO(train.stored_image(grey)["bytes"]))
+    assert again.mode == "L" and again.tobytes() == grey.tobytes()
     cmyk = Image.new("CMYK", (8, 8))
     jpeg = Image.open(io.BytesIO(_jpeg_bytes()))
     assert train.stored_image(cmyk) is cmyk and train.stored_image(jpeg) is jpeg  # datasets' own encoding
