@@ -15,9 +15,10 @@ only completion positions (``GRPOSettings.score_completions_only``, :mod:`jrl_co
 (``GRPOSettings.share_preprocessing``, :class:`jrl_core.shared_images.PreprocessSharing`), and ``+decoding``
 a step's rows decoding each distinct stored image once (``GRPOSettings.share_decoding``,
 :class:`jrl_core.shared_images.DecodeSharing`), ``+positions`` each distinct row layout's rotary positions computed
-once per call (``GRPOSettings.share_positions``, :mod:`jrl_core.shared_positions`), and ``+heap``, the current
-default, glibc keeping freed blocks in the heap so that a step's large tensors reuse pages
-(``GRPOSettings.keep_freed_memory``, :mod:`jrl_core.memory`). Every GRPO measurement runs in a fresh process (the
+once per call (``GRPOSettings.share_positions``, :mod:`jrl_core.shared_positions`), ``+heap``, glibc keeping
+freed blocks in the heap so that a step's large tensors reuse pages (``GRPOSettings.keep_freed_memory``,
+:mod:`jrl_core.memory`), and ``+rows``, the current default, the processor's batched calls running each distinct
+prompt once (``GRPOSettings.share_rows``, :mod:`jrl_core.shared_rows`). Every GRPO measurement runs in a fresh process (the
 heap setting is process-wide). The nano configuration
 is the current one (recipe v10) in every variant but for the fields named. Each gets a randomly initialised model of its
 configuration (speed does not depend on what the weights learned, except that an untrained model always writes
@@ -52,7 +53,8 @@ from transformers import TrainerCallback
 
 from jrl_core import experiment, nano, perception, train
 
-_NEW = {"share_positions": False, "keep_freed_memory": False}  # the session-18 changes off
+_S19 = {"share_rows": False}  # the session-19 change off
+_NEW = {"share_positions": False, "keep_freed_memory": False, **_S19}  # the session-18 changes off too
 _DEC = {"share_decoding": False, **_NEW}  # the session-16 change off too
 _PRE = {"share_preprocessing": False, **_DEC}  # the session-13 change off too
 _OLD_HEAD = {"score_completions_only": False, "share_prefill": False, **_PRE}  # the session-11 changes off too
@@ -65,8 +67,9 @@ VARIANTS = {  # name -> (nano.NanoConfig overrides, train.GRPOSettings overrides
     "+prefill": ({}, dict(_PRE)),
     "+preprocessing": ({}, dict(_DEC)),
     "+decoding": ({}, dict(_NEW)),
-    "+positions": ({}, {"keep_freed_memory": False}),
-    "+heap": ({}, {}),
+    "+positions": ({}, {"keep_freed_memory": False, **_S19}),
+    "+heap": ({}, dict(_S19)),
+    "+rows": ({}, {}),
 }
 
 

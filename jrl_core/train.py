@@ -65,6 +65,8 @@ class GRPOSettings:
     # (exact; jrl_core.shared_images.PreprocessSharing)
     share_decoding: bool = True  # a step's rows decode each distinct stored image once, not G times (exact;
     # jrl_core.shared_images.DecodeSharing)
+    share_rows: bool = True  # the processor's batched calls run each distinct prompt once, not G times (exact;
+    # jrl_core.shared_rows)
     share_prompts: bool = False  # score each distinct prompt once per log-prob pass (exact; jrl_core.shared_prompts;
     # on in NANO; not yet run at paper scale here, so opt-in there: --set grpo.share_prompts=true)
     share_prefill: bool = True  # with share_prompts: a generation's prefill runs each distinct prompt once (exact)
@@ -273,6 +275,8 @@ def _trainer_classes():
         pass's rotary positions once per distinct row layout (:mod:`jrl_core.shared_positions`).
         ``share_preprocessing``: the processor preprocesses each distinct image of a step once
         (:class:`jrl_core.shared_images.PreprocessSharing`; TRL calls it twice per step on G copies of every image).
+        ``share_rows``: the processor's batched calls (and chat-template renderings) of a step run each distinct
+        prompt once (:mod:`jrl_core.shared_rows`).
         ``share_prompts`` raises ``ValueError`` under ZeRO-3 or FSDP.
 
         Every rollout of every step is appended to ``completion_log`` (JSON lines), one record
@@ -285,7 +289,7 @@ def _trainer_classes():
         def __init__(self, *args, completion_log: str | Path | None = None, letter_centring: bool = False,
                      share_images: bool = False, share_prompts: bool = False, share_prefill: bool = True,
                      score_completions_only: bool = False, share_preprocessing: bool = False,
-                     share_positions: bool = False, **kwargs):
+                     share_rows: bool = False, share_positions: bool = False, **kwargs):
             super().__init__(*args, **kwargs)
             if share_prompts and (self.is_fsdp_enabled or (self.is_deepspeed_enabled and getattr(
                     self.accelerator.state.deepspeed_plugin, "zero_stage", 0) == 3)):
@@ -295,6 +299,8 @@ def _trainer_classes():
             self.share_prefill = share_prefill
             self.share_preprocessing = share_preprocessing
             self.preprocessed = {"seen": 0, "processed": 0}  # images asked of / run through the image processor
+            self.share_rows = share_rows
+            self.processor_rows = {"rows": 0, "distinct": 0}  # rows of shared processor calls / rows actually run
             self.completion_log = Path(completion_log) if completion_log else None
             self.letter_centring = letter_centring
             from jrl_core.shared_images import share_images as _share_images
@@ -336,16 +342,26 @@ def _trainer_classes():
             return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
 
         def _generate_and_score_completions(self, inputs):
-            with contextlib.ExitStack() as stack:  # TRL's own step; its two processor calls share the preprocessing
+            with contextlib.ExitStack() as stack:  # TRL's own step; its two processor calls share their work
                 sharing = None
                 if self.share_preprocessing:
                     from jrl_core.shared_images import preprocessing_shared
 
                     sharing = stack.enter_context(preprocessing_shared(self.processing_class))
+                rows = None
+                if self.share_rows:  # entered second: the view shares the processor's state, its image processor too
+                    from jrl_core.shared_rows import rows_shared
+
+                    view, rows = stack.enter_context(rows_shared(self.processing_class))
+                    own, self.processing_class = self.processing_class, view
+                    stack.callback(setattr, self, "processing_class", own)
                 out = super()._generate_and_score_completions(inputs)
                 if sharing is not None:
                     self.preprocessed["seen"] += sharing.seen
                     self.preprocessed["processed"] += sharing.processed
+                if rows is not None:
+                    self.processor_rows["rows"] += rows.rows
+                    self.processor_rows["distinct"] += rows.distinct
             if self.letter_centring:
                 texts = self.processing_class.batch_decode(out["completion_ids"], skip_special_tokens=True)
                 letters = [rewards.parse_letter(rewards.extract_answer(t, mode=x.get("mode"), think=x.get("think")))
@@ -575,6 +591,7 @@ def train_grpo(model, processor, rows: list[dict], settings: GRPOSettings, outpu
         letter_centring=settings.letter_centring,
         share_images=settings.share_images,
         share_preprocessing=settings.share_preprocessing,
+        share_rows=settings.share_rows,
         share_prompts=settings.share_prompts,
         share_prefill=settings.share_prefill,
         score_completions_only=settings.score_completions_only,

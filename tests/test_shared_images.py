@@ -163,13 +163,14 @@ def test_preprocessing_shared_restores_the_processor_after_an_error(nano_dir):
         assert sharing is None
 
 
-def _same_training_on_and_off(nano_dir, tmp_path, field: str, check) -> None:
-    """Two tiny GRPO steps (2 prompts × G = 4) with ``GRPOSettings.<field>`` on, then off; ``check(on, trainer,
-    processor, original image processor)`` after each; the two training logs must be equal (an exact speed-up)."""
+def _same_training_on_and_off(nano_dir, tmp_path, field: str, check, **fixed) -> None:
+    """Two tiny GRPO steps (2 prompts × G = 4) with ``GRPOSettings.<field>`` on, then off (``fixed``: other settings
+    for both); ``check(on, trainer, processor, original image processor)`` after each; the two training logs must be
+    equal (an exact speed-up)."""
     rows = build_rows(sample_views(load_photos("skimage", "train"), 4, seed=0, size=56),
                       PuzzleSpec(m=2, n=1, question_type="pair"), n_items=4, seed=0)
     settings = dataclasses.replace(train.NANO, steps=2, prompts_per_step=2, num_generations=4, warmup_ratio=0,
-                                   save_fraction=0.0, report_to=())
+                                   save_fraction=0.0, report_to=(), **fixed)
     logs = {}
     for on in (True, False):
         model, processor = nano.load_model(str(nano_dir))
@@ -189,7 +190,18 @@ def test_grpo_trainer_preprocesses_each_image_once_per_step_with_the_same_traini
         else:
             assert trainer.preprocessed == {"seen": 0, "processed": 0}
 
-    _same_training_on_and_off(nano_dir, tmp_path, "share_preprocessing", check)
+    _same_training_on_and_off(nano_dir, tmp_path, "share_preprocessing", check, share_rows=False)
+
+
+def test_grpo_trainer_processes_each_prompt_once_per_step_with_the_same_training(nano_dir, tmp_path):
+    def check(on, trainer, processor, original):
+        assert trainer.processing_class is processor  # the row-sharing view is put back after every step
+        if on:  # 2 steps x TRL's two batched processor calls, each on 2 prompts x G = 4 rows
+            assert trainer.processor_rows == {"rows": 2 * 2 * 8, "distinct": 2 * 2 * 2}
+        else:
+            assert trainer.processor_rows == {"rows": 0, "distinct": 0}
+
+    _same_training_on_and_off(nano_dir, tmp_path, "share_rows", check)
 
 
 def test_preprocessing_shared_keeps_each_image_of_mixed_sizes_exact():
