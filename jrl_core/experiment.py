@@ -146,7 +146,7 @@ def _last_checkpoint_step(folder: Path) -> int | None:
 
 def run_experiment(exp: Experiment, run_dir: str | Path, *, model=None, processor=None, test=None,
                    evaluate_before: bool = True, grid: GridSpec | None = None, resume: bool = True,
-                   before=None, grid_before=None) -> dict:
+                   before=None, grid_before=None, base=None) -> dict:
     """Execute ``exp`` top-down: load, evaluate, train (SFT and/or GRPO through TRL), evaluate, record.
 
     Args:
@@ -166,6 +166,9 @@ def run_experiment(exp: Experiment, run_dir: str | Path, *, model=None, processo
         grid_before: the starting model's ``grid`` evaluation when it is already known, as
             ``evaluate.evaluate_grid(..., return_tables=True)`` returns it (``(summary, tables)``; see
             :func:`evaluate_base`); written to ``grid/before/`` instead of evaluating again. Ignored without ``grid``.
+        base: with ``before=None``, a callable giving ``(before, grid_before)`` or None, called after training
+            instead of scoring the starting model first (a :func:`run_seeds` worker reads what the first seed's
+            worker wrote); when it gives None, the starting model is scored then (:func:`evaluate_base`).
     Returns:
         ``{"experiment": dict, "before": summary | None, "after": summary, "grpo_log": DataFrame | None,
         "sft_log": …, "test": the held-out rows, "eval_before"/"eval_after": EvalResult, "grid": DataFrame | None (rows: stage, size,
@@ -212,17 +215,22 @@ def run_experiment(exp: Experiment, run_dir: str | Path, *, model=None, processo
         table = _evaluate_grid(exp, grid, mdl, processor, size, save_dir=folder.root / "grid" / stage)
         grids.append(table.assign(stage=stage))
 
-    if before is not None and main:
-        if before.table["image_id"].astype(str).tolist() != [str(r.get("image_id", "")) for r in test]:
+    def use_before(result) -> None:
+        if result.table["image_id"].astype(str).tolist() != [str(r.get("image_id", "")) for r in test]:
             raise ValueError(f"run_experiment({exp.name}, before=...): that evaluation scored other puzzles than "
                              "this recipe's held-out set; pass before=None to evaluate the starting model here.")
-        atomic_write_text(folder.eval_table("before"), before.table.to_csv(index=False))
-        out.update(before=before.summary(), eval_before=before)
-    elif evaluate_before and main:
+        atomic_write_text(folder.eval_table("before"), result.table.to_csv(index=False))
+        out.update(before=result.summary(), eval_before=result)
+
+    deferred = base is not None and before is None and evaluate_before and main
+    if before is not None and main:
+        use_before(before)
+    elif evaluate_before and main and not deferred:
         before = evaluate.evaluate(model, processor, test, max_new_tokens=max_new, desc=f"{exp.name}: before")
         atomic_write_text(folder.eval_table("before"), before.table.to_csv(index=False))
         out.update(before=before.summary(), eval_before=before)
-    grid_eval("before", model)
+    if not deferred:
+        grid_eval("before", model)
     names, _ = exp.reward_setup()
     if exp.algorithm in ("sft", "sft_grpo"):
         sft = exp.sft_settings()
@@ -259,6 +267,11 @@ def run_experiment(exp: Experiment, run_dir: str | Path, *, model=None, processo
         model = trainer.model.get_base_model() if exp.lora is not None else trainer.model  # LoRA: merged by save_final
     if not main:
         return out
+    if deferred:  # the starting model's scores, from another process or scored now from exp.model
+        given = base()
+        before, grid_before = given if given is not None else evaluate_base(exp, grid)
+        use_before(before)
+        grid_eval("before", None)
     after = evaluate.evaluate(model, processor, test, max_new_tokens=max_new, desc=f"{exp.name}: after")
     atomic_write_text(folder.eval_table("after"), after.table.to_csv(index=False))
     grid_eval("after", model)
@@ -687,11 +700,13 @@ def _arms_tables(arms: dict[str, Experiment], results: dict):
 
 
 def _train_seeds_in_parallel(exp: Experiment, root: Path, seeds: list[int], *, grid, resume: bool,
-                             jobs: int, base_for) -> list[int]:
+                             jobs: int) -> list[int]:
     """Train the seeds of :func:`run_seeds` that are not finished, ``jobs`` at a time in worker processes, and
     return them (the caller reads every seed back from its folder); [] when fewer than two need training.
-    ``base_for(exp)``: the base's ``(before, grid_before)`` (:func:`evaluate_base`), evaluated here once and
-    handed to every worker."""
+    The first worker scores the base (:func:`evaluate_base`) before it trains and writes the scores to
+    ``<root>/base_eval.pkl``; the others read them there when they finish training (or score the base then,
+    if that worker failed), so the base is scored once while the workers run and not in this process first,
+    which would import torch and transformers before any worker starts."""
     from jrl_core import executor
 
     calls, names = [], []
@@ -703,15 +718,13 @@ def _train_seeds_in_parallel(exp: Experiment, root: Path, seeds: list[int], *, g
         fresh = resume and runs.read_metrics(folder.root) is None  # another recipe's folder starts over
         folder.extra.unlink(missing_ok=True)
         calls.append(executor.Call(name=f"{exp.name} seed {s}", fn=_train_seed,
-                                   args=(seed_exp, str(folder.root), grid, fresh)))
+                                   args=(seed_exp, str(folder.root), grid, fresh, str(root / BASE_FILE), not calls)))
         names.append(s)
     if len(calls) < 2:  # nothing to overlap: the caller runs what is left in this process
         return []
     from jrl_core import nano
 
     nano.resolve_model(exp.model, **exp.nano)  # a nano variant is built here once, not by every worker at once
-    before, grid_before = base_for(exp)  # and the base scored once, not by every worker
-    calls = [dataclasses.replace(c, args=(*c.args, before, grid_before)) for c in calls]
     failed = []
     for i, _, error in executor.run_calls(calls, executor="local", jobs=min(jobs, len(calls))):
         if error is not None:
@@ -814,17 +827,50 @@ WORKER_LOG = "worker.log"
 in its seed folder; the caller then copies it to its own stderr, so a study's ``run.log`` keeps it."""
 
 
-def _train_seed(exp: Experiment, root: str, grid: GridSpec | None, resume: bool, before=None,
-                grid_before=None) -> None:
+BASE_FILE = "base_eval.pkl"
+"""In a :func:`run_seeds` folder: the base's scores (:func:`evaluate_base`) as the first seed worker wrote them, with
+the recipe key and grid they belong to (a pickle written and read by the same run's processes)."""
+
+
+def _write_base(path: str, key: str, grid, scores: tuple) -> None:
+    import pickle
+
+    from jrl_core.atomic import atomic_write_bytes
+
+    atomic_write_bytes(path, pickle.dumps({"key": key, "grid": grid, "scores": scores}))
+
+
+def _read_base(path: str, key: str, grid) -> tuple | None:
+    """The base's ``(before, grid_before)`` from :data:`BASE_FILE`, or None when it is missing or belongs to
+    another recipe or grid."""
+    import pickle
+
+    try:
+        with open(path, "rb") as f:
+            stored = pickle.load(f)
+    except (OSError, EOFError, pickle.UnpicklingError):
+        return None
+    return stored["scores"] if stored.get("key") == key and stored.get("grid") == grid else None
+
+
+def _train_seed(exp: Experiment, root: str, grid: GridSpec | None, resume: bool, base_file: str,
+                scores_base: bool) -> None:
     """One seed of :func:`run_seeds` in a worker process: its outputs go to its folder (read back by the caller),
-    its stdout/stderr to ``<folder>/worker.log``; ``before`` / ``grid_before``: the base's scores
-    (:func:`run_experiment`)."""
+    its stdout/stderr to ``<folder>/worker.log``. ``scores_base``: score the base first and write it to
+    ``base_file``; else read it from there after training (:func:`_train_seeds_in_parallel`)."""
     import contextlib
+    import functools
 
     Path(root).mkdir(parents=True, exist_ok=True)
+    key = _base_key(exp)
     with open(Path(root) / WORKER_LOG, "w", encoding="utf-8") as log, contextlib.redirect_stderr(log), \
             contextlib.redirect_stdout(log):
-        run_experiment(exp, root, grid=grid, resume=resume, before=before, grid_before=grid_before)
+        if scores_base:
+            before, grid_before = evaluate_base(exp, grid)
+            _write_base(base_file, key, grid, (before, grid_before))
+            run_experiment(exp, root, grid=grid, resume=resume, before=before, grid_before=grid_before)
+        else:
+            run_experiment(exp, root, grid=grid, resume=resume, base=functools.partial(_read_base, base_file, key, grid))
 
 
 def run_seeds(exp: Experiment, run_dir: str | Path, seeds, *, grid: GridSpec | None = None,
@@ -851,7 +897,7 @@ def run_seeds(exp: Experiment, run_dir: str | Path, seeds, *, grid: GridSpec | N
             with ``OMP_NUM_THREADS`` = cores // jobs). Results are the same as one at a time (each seed is
             deterministic; tested); on 2 cores two GRPO runs with one thread each finish in 0.77× the time of two
             in a row with two threads. Needs ``extra_eval=None`` (its function need not pickle); each worker
-            is handed the base's scores, evaluated once in this process. A seed that fails does not stop the others; the first error is raised after
+            gets the base's scores from the first one, which scores it once. A seed that fails does not stop the others; the first error is raised after
             all finish, naming the seeds (finished seeds are kept and read back next time).
     Returns:
         ``{"seeds": {seed: {"before", "after" (summaries), "eval_before", "eval_after" (per-puzzle tables),
@@ -889,8 +935,7 @@ def run_seeds(exp: Experiment, run_dir: str | Path, seeds, *, grid: GridSpec | N
                 base_evals[(key, grid)] = grid_before
         return base_evals[key], base_evals.get((key, grid)) if grid is not None else None
 
-    trained = (_train_seeds_in_parallel(exp, root, seeds, grid=grid, resume=resume, jobs=jobs, base_for=base_for)
-               if jobs > 1 else [])
+    trained = _train_seeds_in_parallel(exp, root, seeds, grid=grid, resume=resume, jobs=jobs) if jobs > 1 else []
     per_seed = {}
     for s in seeds:
         folder = runs.RunFolder(root / f"seed{s}")

@@ -232,9 +232,11 @@ def test_seeds_trained_in_worker_processes_match_seeds_trained_in_a_row(comparis
         row = runs.RunFolder(run_dir / "const" / f"seed{s}")
         here = runs.RunFolder(tmp_path / "par" / f"seed{s}")
         assert here.eval_table("after").read_text() == row.eval_table("after").read_text()
+        assert here.eval_table("before").read_text() == row.eval_table("before").read_text()  # scored by worker 1
         log_row = pd.read_csv(row.train_log("grpo"))[["reward", "loss"]]
         log_par = pd.read_csv(here.train_log("grpo"))[["reward", "loss"]]
         pd.testing.assert_frame_equal(log_par, log_row, check_exact=False, rtol=1e-3)  # thread counts may differ
+    assert (tmp_path / "par" / experiment.BASE_FILE).is_file()  # what the first worker scored, for the others
     for s in SEEDS:  # each worker's warnings and progress are kept beside its seed, and copied to our stderr
         assert (tmp_path / "par" / f"seed{s}" / experiment.WORKER_LOG).is_file()
     assert f"{exp.name} seed 1 (worker process)" in capsys.readouterr().err
@@ -324,6 +326,10 @@ def test_the_base_grid_is_evaluated_once_and_written_into_every_seed(nano_dir, t
     alone = experiment.run_experiment(experiment.apply_overrides(exp, {"seed": 1}), tmp_path / "alone", grid=grid)
     assert (tmp_path / "alone" / "grid" / "before" / "grid_summary.csv").read_text() == \
         (before[1] / "grid_summary.csv").read_text()  # the same as scoring the base in the seed's own run
+    late = experiment.run_experiment(experiment.apply_overrides(exp, {"seed": 1}), tmp_path / "late", grid=grid,
+                                     base=lambda: None)  # nothing handed over: the base is scored after training
+    for name in ("eval_before.csv", "grid/before/grid_summary.csv", "eval_after.csv"):
+        assert (tmp_path / "late" / name).read_text() == (tmp_path / "alone" / name).read_text()
     for s in SEEDS:
         metrics = res["seeds"][s]["metrics"]
         assert metrics["grid_pair_2x1_before"] == alone["metrics"]["metrics"]["grid_pair_2x1_before"]
