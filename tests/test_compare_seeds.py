@@ -330,6 +330,7 @@ def test_the_base_grid_is_evaluated_once_and_written_into_every_seed(nano_dir, t
                                      base=lambda: None)  # nothing handed over: the base is scored after training
     for name in ("eval_before.csv", "grid/before/grid_summary.csv", "eval_after.csv"):
         assert (tmp_path / "late" / name).read_text() == (tmp_path / "alone" / name).read_text()
+    assert late["before"] == alone["before"] and late["metrics"]["metrics"]["acc_before"] is not None
     for s in SEEDS:
         metrics = res["seeds"][s]["metrics"]
         assert metrics["grid_pair_2x1_before"] == alone["metrics"]["metrics"]["grid_pair_2x1_before"]
