@@ -297,8 +297,9 @@ def evaluate_base(exp: Experiment, grid: GridSpec | None = None) -> tuple:
     """The starting model's scores for ``exp``, as :func:`run_experiment` computes them before training: greedy
     decoding on the recipe's held-out set (:func:`heldout_rows`) and, with ``grid``, on the evaluation grid.
 
-    :func:`run_seeds` calls it once for all its seeds (and passes the result to every seed's
-    :func:`run_experiment` as ``before`` / ``grid_before``) instead of every seed scoring the same model again.
+    :func:`run_seeds` scores the base once for all its seeds instead of every seed scoring the same model again: in
+    its own process when it trains one seed at a time (passing the result to every seed's :func:`run_experiment`
+    as ``before`` / ``grid_before``), in the first seed worker when it trains several at once.
     Returns ``(before, grid_before)``: an ``evaluate.EvalResult`` and ``evaluate.evaluate_grid``'s ``(summary,
     tables)`` (None without ``grid``). Raises what loading the model raises (``jrl_core.nano.load_model``).
     """
@@ -725,6 +726,7 @@ def _train_seeds_in_parallel(exp: Experiment, root: Path, seeds: list[int], *, g
     from jrl_core import nano
 
     nano.resolve_model(exp.model, **exp.nano)  # a nano variant is built here once, not by every worker at once
+    (root / BASE_FILE).unlink(missing_ok=True)  # the workers read only what this run's first worker scores
     failed = []
     for i, _, error in executor.run_calls(calls, executor="local", jobs=min(jobs, len(calls))):
         if error is not None:
