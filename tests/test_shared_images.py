@@ -278,6 +278,9 @@ def test_to_dataset_stores_lossless_raw_or_png_and_leaves_other_images_to_datase
         ds = train.to_dataset(rows, decode_once=decode_once)
         for got, r in zip(ds[0:3]["image"], rows, strict=True):
             assert got.mode == r["image"].mode and got.tobytes() == r["image"].tobytes()  # the same pixels
+        assert ds.column_names == [k for k in rows[0] if k != "seed"] + ["prompt_id"]  # the rows' own order
+    assert train.to_dataset(rows)._fingerprint == train.to_dataset(rows)._fingerprint  # from the data, not random
+    assert train.to_dataset(rows)._fingerprint != train.to_dataset(rows[:2])._fingerprint
     stored = train.stored_image(rows[0]["image"])
     assert rows[0]["image"].mode == "RGB"
     assert Image.open(io.BytesIO(stored["bytes"])).format == "PPM" and stored["path"] is None  # raw pixels
