@@ -226,9 +226,7 @@ def run_experiment(exp: Experiment, run_dir: str | Path, *, model=None, processo
     if before is not None and main:
         use_before(before)
     elif evaluate_before and main and not deferred:
-        before = evaluate.evaluate(model, processor, test, max_new_tokens=max_new, desc=f"{exp.name}: before")
-        atomic_write_text(folder.eval_table("before"), before.table.to_csv(index=False))
-        out.update(before=before.summary(), eval_before=before)
+        use_before(evaluate.evaluate(model, processor, test, max_new_tokens=max_new, desc=f"{exp.name}: before"))
     if not deferred:
         grid_eval("before", model)
     names, _ = exp.reward_setup()

@@ -50,6 +50,12 @@ class RowStats:
     renders: int = 0
     rendered: int = 0
 
+    def add(self, rows: int, distinct: int) -> None:
+        """Count one shared batched call of ``rows`` rows, ``distinct`` of them run."""
+        self.calls += 1
+        self.rows += rows
+        self.distinct += distinct
+
 
 def row_groups(keys: list) -> tuple[list[int], list[int]]:
     """``(keep, inverse)`` for hashable row ``keys``: ``keep`` the first row of each distinct key, in order;
@@ -171,8 +177,7 @@ class _RowSharing:
                     out = super().__call__(images=sub, text=[text[i] for i in keep], **kwargs)
                     done = expand_rows(out, inverse, [len(image_keys[i]) for i in keep])
                     if done is not None:
-                        stats.calls, stats.rows, stats.distinct = stats.calls + 1, stats.rows + len(text), \
-                            stats.distinct + len(keep)
+                        stats.add(len(text), len(keep))
                         return done
         return super().__call__(images, text, *args, **kwargs)
 
@@ -188,8 +193,7 @@ class _RowSharing:
                     out = super().apply_chat_template([conversation[i] for i in keep], **kwargs)
                     done = expand_rows(out, inverse, [_images_in(conversation[i]) for i in keep])
                     if done is not None:
-                        stats.calls, stats.rows, stats.distinct = stats.calls + 1, stats.rows + len(conversation), \
-                            stats.distinct + len(keep)
+                        stats.add(len(conversation), len(keep))
                         return done
         elif not args and not batched and isinstance(conversation, (list, tuple)) and not kwargs.get("tokenize"):
             options = _conversation_key(kwargs)

@@ -507,8 +507,10 @@ def to_dataset(rows: list[dict], *, decode_once: bool = False):
     stored = [r.get("image") for r in table]
     if table and all(isinstance(v, dict) and set(v) == {"bytes", "path"} for v in stored):
         digest = hashlib.blake2b(digest_size=16)
-        for v in stored:
-            digest.update(len(v["bytes"]).to_bytes(8, "little") + v["bytes"] + str(v["path"]).encode())
+        for v in stored:  # each value's length first, so that the byte stream parses back into the same values
+            digest.update(len(v["bytes"]).to_bytes(8, "little"))
+            digest.update(v["bytes"])
+            digest.update(str(v["path"]).encode())
         others = Dataset.from_list([{k: v for k, v in r.items() if k != "image"} for r in table])
         fingerprint = hashlib.blake2b(f"{others._fingerprint}:{digest.hexdigest()}".encode(), digest_size=8).hexdigest()
         dataset = others.add_column("image", stored, feature=Image(), new_fingerprint=fingerprint)
