@@ -104,6 +104,8 @@ _FAMILIES: dict[str, tuple[tuple[str, ...], str]] = {
     "grid_relation": (("grid_relation",), "relation of two positions in a spelled-out grid layout"),
     "brighter_relation": (("brighter_relation_v", "brighter_relation_h"),
                           "where the brighter half is relative to the darker half (jigsaw relation phrases)"),
+    "brighter_grid": (("brighter_grid_v", "brighter_grid_h"),
+                      "where the brighter half is relative to the darker half, laid out like a jigsaw pair prompt"),
     "upside_down": (("upside_down",), "is the photo upside down"),
     "quadrant_tint": (("quadrant_tint",), "which quadrant is tinted red"),
     "shape_colour": (("shape_colour",), "colour of a drawn shape"),

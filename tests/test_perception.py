@@ -38,11 +38,12 @@ def test_brighter_half_label_matches_the_pixels(photos):
         assert it.choices[string.ascii_uppercase.index(it.answer)] == truth
 
 
-def test_brighter_relation_answer_is_set_by_the_pixels_and_balanced(photos):
-    """brighter_relation_v/h: the brighter half is k, the darker l; the gold phrase says where k is relative to l
-    as the pixels show it, and each relation phrase and each letter is gold about half of the time (a base
-    pretrained on it gets no "not swapped" prior from the text)."""
-    items = perception.make_items(photos, 200, seed=3, tasks=["brighter_relation_v", "brighter_relation_h"], size=56)
+@pytest.mark.parametrize("family", ["brighter_relation", "brighter_grid"])
+def test_brighter_relation_answer_is_set_by_the_pixels_and_balanced(photos, family):
+    """brighter_relation_v/h and brighter_grid_v/h: the brighter half is k, the darker l; the gold phrase says where
+    k is relative to l as the pixels show it, and each relation phrase and each letter is gold about half of the time
+    (a base pretrained on it gets no "not swapped" prior from the text)."""
+    items = perception.make_items(photos, 200, seed=3, tasks=[f"{family}_v", f"{family}_h"], size=56)
     phrases, letters = [], []
     for it in items:
         w, h = it.image.size
@@ -50,7 +51,7 @@ def test_brighter_relation_answer_is_set_by_the_pixels_and_balanced(photos):
         first, second = ((0, 0, w, h // 2), (0, h // 2, w, h)) if axis == "v" else ((0, 0, w // 2, h), (w // 2, 0, w, h))
         lum = [ImageStat.Stat(it.image.crop(box).convert("L")).mean[0] for box in (first, second)]
         gold = it.choices[string.ascii_uppercase.index(it.answer)]
-        k, l = re.search(r"brighter half of the image (\d) and the darker half (\d)\.", it.question).groups()  # noqa: E741
+        k, l = re.search(r"brighter half (?:of the image )?(\d) and the darker half (\d)\.", it.question).groups()  # noqa: E741
         assert len(it.choices) == 2 and gold.startswith(f"{k} ") and gold.endswith(f" {l}")
         word = ("above" if axis == "v" else "left") if lum[0] > lum[1] else ("below" if axis == "v" else "right")
         assert word in gold
@@ -59,6 +60,19 @@ def test_brighter_relation_answer_is_set_by_the_pixels_and_balanced(photos):
     assert 0.35 < letters.count("A") / len(letters) < 0.65
     for phrase in ("k is directly above l", "k is directly below l"):
         assert 0.15 < phrases.count(phrase) / len(phrases) < 0.35
+
+
+def test_brighter_grid_is_laid_out_like_a_jigsaw_pair_prompt(photos):
+    """brighter_grid_v/h carry the pair question's grid block (the same text as ``puzzles.question_text``'s, 2x1
+    for v and 1x2 for h) and its relation phrases, and ask nothing about an original image."""
+    from jrl_core.puzzles import question_text
+
+    for it in perception.make_items(photos, 20, seed=5, tasks=["brighter_grid_v", "brighter_grid_h"], size=56):
+        m, n = (2, 1) if it.task.endswith("_v") else (1, 2)
+        pair = question_text(m, n, "pair", k=1, l=2, choices=["x", "y"])
+        block = pair[pair.index("Consider a"):pair.index("For patches")]
+        assert block in it.question and it.question.startswith(f"The input image is divided into {m}x{n} halves")
+        assert "original" not in it.question and "permuted" not in it.question
 
 
 def test_grid_relation_answers_follow_the_layout(photos):
