@@ -12,7 +12,7 @@ from collections import Counter
 
 from jrl_core import experiment, nano, runs, train
 
-STEPS, PROMPTS, G = 12, 2, 2
+STEPS, PROMPTS, G = 40, 2, 2  # long enough that the kill below lands mid-run on a fast machine too
 
 
 def command(nano_dir, out) -> list[str]:
@@ -33,7 +33,13 @@ def test_killed_train_resumes_at_its_checkpoint_with_the_same_rows(nano_dir, tmp
         assert proc.poll() is None, "jrl train ended before its first checkpoint"
         assert time.time() < deadline
         time.sleep(0.05)
-    time.sleep(0.3)
+    log = out / "grpo" / runs.COMPLETION_LOG
+    # Kill once a step past the checkpoint is logged (its rollouts must be dropped on resume), long before the end:
+    # a fixed sleep let a fast machine finish all the steps first.
+    while not any(r["step"] > 2 for r in runs.read_completion_records(log)):
+        assert proc.poll() is None, "jrl train ended before a step past its first checkpoint was logged"
+        assert time.time() < deadline
+        time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (out / runs.METRICS_FILE).exists()  # killed: no record, never reported finished
