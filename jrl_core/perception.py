@@ -277,52 +277,38 @@ def _grid_relation(view, other, rng):
     return _mc(view, q, truth, wrong, "grid_relation", rng)
 
 
-def _brighter_relation(axis: str):
+def _brighter_relation(axis: str, *, layout: bool = False):
     """The relation phrases of jigsaw pair questions bound to image evidence: one half of the
     image is brightened and the other dimmed (as in ``brighter_v/h``); the brighter half is
     labelled k and the darker l, and the question asks where k is relative to l. The answer is
     set by the image alone, so each phrase and each letter is right half of the time. Nothing
-    is cut, moved or exchanged, so this is not a jigsaw, seam-order or swap question."""
-    from jrl_core.puzzles import PAIR_RELATIONS
+    is cut, moved or exchanged, so this is not a jigsaw, seam-order or swap question.
 
-    a, b = ("top", "bottom") if axis == "v" else ("left", "right")
-    first, after = (PAIR_RELATIONS[2], PAIR_RELATIONS[3]) if axis == "v" else (PAIR_RELATIONS[0], PAIR_RELATIONS[1])
-
-    def gen(view, other, rng):
-        lit, dim, img = _lit_and_dimmed(view, axis, rng)
-        k, l = rng.sample((1, 2), 2)  # noqa: E741
-        truth, wrong = (first, after) if lit == a else (after, first)
-        q = (f"Call the brighter half of the image {k} and the darker half {l}. "
-             f"Determine the relative position of {k} and {l} in the image.")
-        return _mc(img, q, truth.format(k=k, l=l), [wrong.format(k=k, l=l)], f"brighter_relation_{axis}", rng)
-
-    return gen
-
-
-def _brighter_grid(axis: str):
-    """:func:`_brighter_relation` with the jigsaw prompts' layout around it: the image is said to be divided into
-    2x1 (or 1x2) halves and the grid block of position indices is spelled out, as in a pair question, so that a
-    prompt laid out like a jigsaw pair question is one the base has answered with a letter (a candidate base at
-    210 px wrote a letter for 0.3% of the 2x1 jigsaw prompts, session 17). The labels k and l go to the brighter and
-    the darker half at random and the answer is set by the image alone (each phrase and letter right half of the
-    time); nothing is cut, moved, exchanged or asked about an original image, so this is not a jigsaw, seam-order or
-    swap question."""
+    ``layout=True`` (tasks ``brighter_grid_v/h``) puts the jigsaw pair prompts' layout around the question: the
+    image is said to be divided into 2x1 (or 1x2) halves and the grid block of position indices is spelled out, so
+    that a prompt laid out like a jigsaw pair question is one the base has answered with a letter (a candidate base
+    at 210 px wrote a letter for 0.3% of the 2x1 jigsaw prompts, session 17). Nothing is asked about an original
+    image either way."""
     from jrl_core.puzzles import PAIR_RELATIONS, grid_text
 
     a, b = ("top", "bottom") if axis == "v" else ("left", "right")
     m, n = (2, 1) if axis == "v" else (1, 2)
     first, after = (PAIR_RELATIONS[2], PAIR_RELATIONS[3]) if axis == "v" else (PAIR_RELATIONS[0], PAIR_RELATIONS[1])
+    task = f"brighter_{'grid' if layout else 'relation'}_{axis}"
 
     def gen(view, other, rng):
         lit, dim, img = _lit_and_dimmed(view, axis, rng)
         k, l = rng.sample((1, 2), 2)  # noqa: E741
         truth, wrong = (first, after) if lit == a else (after, first)
-        q = (f"The input image is divided into {m}x{n} halves: one half was brightened and the other dimmed.\n\n"
-             f"Consider a {m}x{n} grid, where each number represents a position index ranging from 1 ({a}) to "
-             f"2 ({b}):\n\n```\n{grid_text(range(1, 3), m, n)}\n```\n\n"
-             f"Call the brighter half {k} and the darker half {l}. Determine the relative position of {k} and {l} "
-             "in the image.")
-        return _mc(img, q, truth.format(k=k, l=l), [wrong.format(k=k, l=l)], f"brighter_grid_{axis}", rng)
+        if layout:
+            q = (f"The input image is divided into {m}x{n} halves: one half was brightened and the other dimmed.\n\n"
+                 f"Consider a {m}x{n} grid, where each number represents a position index ranging from 1 ({a}) to "
+                 f"2 ({b}):\n\n```\n{grid_text(range(1, 3), m, n)}\n```\n\n"
+                 f"Call the brighter half {k} and the darker half {l}. ")
+        else:
+            q = f"Call the brighter half of the image {k} and the darker half {l}. "
+        q += f"Determine the relative position of {k} and {l} in the image."
+        return _mc(img, q, truth.format(k=k, l=l), [wrong.format(k=k, l=l)], task, rng)
 
     return gen
 
@@ -428,8 +414,8 @@ TASKS: dict[str, Callable[[Image.Image, Image.Image, random.Random], PerceptionI
     "grid_relation": _grid_relation,
     "brighter_relation_v": _brighter_relation("v"),
     "brighter_relation_h": _brighter_relation("h"),
-    "brighter_grid_v": _brighter_grid("v"),
-    "brighter_grid_h": _brighter_grid("h"),
+    "brighter_grid_v": _brighter_relation("v", layout=True),
+    "brighter_grid_h": _brighter_relation("h", layout=True),
     "adjacent_v": _halves_adjacent("v"),
     "adjacent_h": _halves_adjacent("h"),
     "continuity_v": _continuity("v"),
