@@ -672,3 +672,48 @@ def test_every_study_file_names_real_recipes_and_valid_contrasts(name):
     if wanted:  # every claim over 3 (full) or 5 (thorough) seeds; rq1's notebook default is [0, 1, 2]
         assert all(s.parameters.get("seeds", [0, 1, 2]) == wanted for s in load_study(name)
                    if s.notebook != "puzzles.ipynb")
+
+
+# --- bytecode cache for a study's child processes ----------------------------------------------------
+
+
+def test_bytecode_cache_only_when_bytecode_is_forbidden(tmp_path):
+    from jrl_core.study import enable_bytecode_cache
+
+    env = {"PYTHONDONTWRITEBYTECODE": "1", "OTHER": "x"}
+    prefix = enable_bytecode_cache(env, tmp_path / "pyc")
+    assert prefix == (tmp_path / "pyc").resolve() and prefix.is_dir()
+    assert env == {"PYTHONPYCACHEPREFIX": str(prefix), "OTHER": "x"}
+    assert enable_bytecode_cache(env, tmp_path / "other") is None  # a second call keeps the first prefix
+    assert env["PYTHONPYCACHEPREFIX"] == str(prefix)
+
+    for untouched in ({}, {"PYTHONDONTWRITEBYTECODE": ""},
+                      {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": "/mine"},
+                      {"PYTHONDONTWRITEBYTECODE": "1", "JRL_BYTECODE_CACHE": "0"}):
+        env = dict(untouched)
+        assert enable_bytecode_cache(env, tmp_path / "never") is None
+        assert env == untouched
+    assert not (tmp_path / "never").exists()
+
+
+def test_bytecode_cache_is_written_by_one_child_and_read_by_the_next(tmp_path):
+    import os
+    import subprocess
+
+    from jrl_core.study import enable_bytecode_cache
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "cached_mod.py").write_text("VALUE = 41 + 1\n")
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    env.pop("PYTHONPYCACHEPREFIX", None)
+    env.pop("JRL_BYTECODE_CACHE", None)
+    prefix = enable_bytecode_cache(env, tmp_path / "pyc")
+    code = ("import sys, cached_mod; print(cached_mod.VALUE, cached_mod.__cached__)")
+    first = subprocess.run([sys.executable, "-c", code], cwd=src, env=env, capture_output=True, text=True, check=True)
+    value, cached = first.stdout.split()
+    assert value == "42" and Path(cached).is_relative_to(prefix) and Path(cached).is_file()
+    assert not (src / "__pycache__").exists()  # nothing written beside the source
+    mtime = Path(cached).stat().st_mtime_ns
+    second = subprocess.run([sys.executable, "-c", code], cwd=src, env=env, capture_output=True, text=True, check=True)
+    assert second.stdout.split() == ["42", cached] and Path(cached).stat().st_mtime_ns == mtime  # read, not rewritten
