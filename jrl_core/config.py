@@ -337,7 +337,7 @@ def _sections() -> dict[str, _Section]:
             nano_rules[name] = _NON_NEGATIVE if name.endswith("_steps") or name == "seed" else _AT_LEAST_1
         elif tp is float:
             nano_rules[name] = _POSITIVE
-    nano_rules.update(pretrain_think_share=_FRACTION, photo_source=_NON_EMPTY,
+    nano_rules.update(pretrain_think_share=_FRACTION, pretrain_token_noise=_FRACTION, photo_source=_NON_EMPTY,
                       vision_pretrain_tasks=_EACH_NON_EMPTY, pretrain_tasks=_EACH_NON_EMPTY)
     nano_examples = {"pretrain_steps": NanoConfig().pretrain_steps, **_defaults(NanoConfig())}
     nano_examples.pop("extra")

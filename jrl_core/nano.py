@@ -118,6 +118,9 @@ class NanoConfig:
     pretrain_lr: float = 1e-3
     pretrain_tasks: tuple[str, ...] = ()  # empty = perception.DEFAULT_TASKS
     pretrain_think_share: float = 0.25  # share of items in thinking mode (templated <think> chain + <answer>)
+    pretrain_token_noise: float = 0.0  # share of items whose question gets runs of random vocabulary tokens inserted
+    # (perception.insert_token_noise): the base learns that unfamiliar tokens in a prompt do not change the answer
+    # format; 0 = off (session 22 candidate nano-v13: jigsaw prompts hold phrase tokens pretraining never shows)
     photo_source: str = "skimage"
     extra: dict = field(default_factory=dict, hash=False, compare=False)
 
@@ -134,6 +137,8 @@ class NanoConfig:
         d["recipe_version"] = NANO_RECIPE_VERSION
         if not d["vision_synthetic_pictures"]:  # inert when off: bases built before these fields keep their hash
             del d["vision_synthetic_pictures"], d["vision_synthetic_share"]
+        if not d["pretrain_token_noise"]:  # inert when off: bases built before this field keep their hash
+            del d["pretrain_token_noise"]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -485,13 +485,58 @@ def corpus() -> list[str]:
 
 # --- pretraining -----------------------------------------------------------------------------------
 
+def noise_token_ids(tokenizer) -> list[int]:
+    """Ids a run of token noise is drawn from: every learned token of ``tokenizer``'s vocabulary, without its
+    special and added tokens (chat markers, image pads, ``<think>``/``<answer>`` tags). Sorted, so a seeded draw is
+    the same on every machine."""
+    added = set(tokenizer.get_added_vocab().values()) | set(tokenizer.all_special_ids)
+    return sorted(i for i in tokenizer.get_vocab().values() if i not in added)
+
+
+def insert_token_noise(question: str, tokenizer, rng: random.Random, *, vocab: Sequence[int] | None = None,
+                       max_runs: int = 3, max_run: int = 4) -> str:
+    """``question`` with 1 to ``max_runs`` runs of 1 to ``max_run`` random vocabulary tokens inserted at random
+    token boundaries (a robustness augmentation for the nano instruction stage, not from the papers).
+
+    Why (session 22, ``benchmarks/nano_prompt_tokens.py``): the nano tokenizer merges whole template phrases into
+    single tokens, so a jigsaw prompt holds 4–11 tokens no pretraining item contains, and whether a base answers it
+    with a bare letter turned on them (0–60% as rendered, 89–97% with the pair question's sentence in trained
+    wording). Runs of random tokens in the pretraining questions teach that unfamiliar tokens do not change the
+    answer or its format. Only the question is changed (the lettered options and the instruction stay as they are),
+    and the tokens are drawn uniformly from the whole learned vocabulary, so no jigsaw question, answer or
+    layout is taught.
+
+    Args:
+        question: the item's question text (:attr:`PerceptionItem.question`).
+        tokenizer: the nano tokenizer (encodes the question, decodes the result).
+        rng: the draw (seed it per item for a deterministic build).
+        vocab: ids to draw from (default :func:`noise_token_ids`).
+        max_runs, max_run: at least 1.
+    Returns:
+        The new question text (decoded from the question's tokens with the runs inserted).
+    Raises:
+        ValueError: ``max_runs`` or ``max_run`` below 1, or an empty ``vocab``.
+    """
+    if max_runs < 1 or max_run < 1:
+        raise ValueError(f"max_runs={max_runs}, max_run={max_run}: both must be >= 1.")
+    vocab = list(vocab) if vocab is not None else noise_token_ids(tokenizer)
+    if not vocab:
+        raise ValueError("vocab is empty: pass the tokenizer's learned token ids (noise_token_ids).")
+    ids = tokenizer(question, add_special_tokens=False)["input_ids"]
+    for _ in range(rng.randint(1, max_runs)):
+        at = rng.randint(0, len(ids))
+        ids[at:at] = [rng.choice(vocab) for _ in range(rng.randint(1, max_run))]
+    return tokenizer.decode(ids)
+
+
 def encode_sft(processor, items: Sequence[PerceptionItem], modes: Sequence[str] | None = None,
-               seeds: Sequence[int] | None = None):
+               seeds: Sequence[int] | None = None, questions: Sequence[str] | None = None):
     """Tokenize items for supervised training on the assistant turn only.
 
     ``modes[i]`` (default ``"non_thinking"``) picks item i's prompt instruction and target
     (:meth:`PerceptionItem.target`: a letter, or a templated ``<think>`` chain + ``<answer>``);
-    ``seeds[i]`` seeds its chain. Returns the processor's batch (``input_ids``,
+    ``seeds[i]`` seeds its chain; ``questions[i]`` (default the item's own) replaces its question text in the
+    prompt (:func:`insert_token_noise`). Returns the processor's batch (``input_ids``,
     ``attention_mask``, ``pixel_values``, ``image_grid_thw``) plus ``labels``: -100
     everywhere but the target's tokens and the closing ``<|im_end|>``. Left padding, so
     each row's target is its last tokens.
@@ -502,9 +547,13 @@ def encode_sft(processor, items: Sequence[PerceptionItem], modes: Sequence[str] 
     modes = list(modes or ["non_thinking"] * len(items))
     seeds = list(seeds or range(len(items)))
     texts, n_target = [], []
-    for it, mode, sd in zip(items, modes, seeds, strict=True):
+    questions = list(questions) if questions is not None else [it.question for it in items]
+    for it, mode, sd, q in zip(items, modes, seeds, questions, strict=True):
         target = it.target(mode, seed=sd)
-        msgs = [*chat_prompt(it.prompt_text(mode)), {"role": "assistant", "content": target}]
+        prompt = it.prompt_text(mode)
+        if q != it.question:
+            prompt = q + prompt[len(it.question):]  # prompt_text starts with the question
+        msgs = [*chat_prompt(prompt), {"role": "assistant", "content": target}]
         texts.append(processor.apply_chat_template(msgs, tokenize=False).rstrip("\n"))
         n_target.append(len(tok(target, add_special_tokens=False)["input_ids"]) + 1)  # + <|im_end|>
     batch = processor(text=texts, images=[it.image for it in items], return_tensors="pt", padding=True)
@@ -703,13 +752,19 @@ def pretrain(model, processor, cfg, *, progress: bool = True) -> dict:
     train_photos = load_photos(cfg.photo_source, "train")
     visual = model.model.visual
     frozen = [p for n, p in visual.named_parameters() if not n.startswith("merger.")] if cfg.freeze_vision else []
+    token_noise = getattr(cfg, "pretrain_token_noise", 0.0)
+    vocab = noise_token_ids(processor.tokenizer) if token_noise else None
 
     def loss_at(step):
         items = make_items(train_photos, cfg.pretrain_batch, seed=cfg.seed * 1_000_003 + step, tasks=tasks,
                            size=cfg.image_size)
         pick = random.Random(f"think:{cfg.seed}:{step}")
         modes = ["thinking" if pick.random() < cfg.pretrain_think_share else "non_thinking" for _ in items]
-        return model(**encode_sft(processor, items, modes, seeds=[step * 1000 + i for i in range(len(items))])).loss
+        noise = random.Random(f"noise:{cfg.seed}:{step}")
+        questions = [insert_token_noise(it.question, processor.tokenizer, noise, vocab=vocab)
+                     if noise.random() < token_noise else it.question for it in items]
+        return model(**encode_sft(processor, items, modes, seeds=[step * 1000 + i for i in range(len(items))],
+                                  questions=questions)).loss
 
     for p in frozen:
         p.requires_grad_(False)
@@ -728,6 +783,8 @@ def pretrain(model, processor, cfg, *, progress: bool = True) -> dict:
     model.eval()
     record = {"loss_curve": curve, "held_out_accuracy": held_out, "tasks": list(tasks),
               "think_share": cfg.pretrain_think_share}
+    if token_noise:
+        record["token_noise"] = token_noise
     if cfg.pretrain_think_share > 0:
         record["thinking_format"] = thinking_format_share(model, processor, test_photos, tasks, cfg.image_size)
     return record
