@@ -204,3 +204,45 @@ def test_tokenizer_corpus_is_fixed_not_the_pretraining_tasks():
     assert any(t.startswith("Consider a ") for t in texts)  # grid layout prompts
     assert "brighter_relation_v" in perception.DEFAULT_TASKS
     assert not any(t.startswith("Call the brighter half") for t in texts)
+
+
+def test_token_noise_changes_only_the_question_and_draws_learned_tokens(tiny_config, photos):
+    """insert_token_noise: deterministic for a seeded draw, inserts only learned vocabulary tokens (no chat marker,
+    image pad or answer tag), keeps the question's own tokens in order, and encode_sft puts the new question in
+    front of the unchanged options, instruction and target."""
+    import random
+
+    from jrl_core import nano
+
+    tok = nano.build_processor(tiny_config).tokenizer
+    vocab = perception.noise_token_ids(tok)
+    added = set(tok.get_added_vocab().values())
+    assert vocab and not added & set(vocab) and tok.convert_tokens_to_ids("<|image_pad|>") not in vocab
+    item = perception.make_items(photos, 1, seed=2, tasks=["brighter_grid_v"], size=56)[0]
+    noisy = [perception.insert_token_noise(item.question, tok, random.Random(s), vocab=vocab) for s in range(8)]
+    assert noisy == [perception.insert_token_noise(item.question, tok, random.Random(s), vocab=vocab)
+                     for s in range(8)]
+    orig = tok(item.question, add_special_tokens=False)["input_ids"]
+    for q in noisy:
+        ids = tok(q, add_special_tokens=False)["input_ids"]
+        assert q != item.question and len(ids) > len(orig)
+        assert not any(tag in q for tag in ("<answer>", "</answer>", "<|im_end|>", "<|image_pad|>"))
+    processor = nano.build_processor(tiny_config)
+    batch = perception.encode_sft(processor, [item, item], questions=[noisy[0], item.question])
+    texts = tok.batch_decode(batch["input_ids"], skip_special_tokens=False)
+    tail = item.prompt_text()[len(item.question):]
+    assert noisy[0] + tail in texts[0] and item.prompt_text() in texts[1]
+    assert texts[0].endswith(f"{item.answer}<|im_end|>") and texts[1].endswith(f"{item.answer}<|im_end|>")
+    with pytest.raises(ValueError, match="max_runs"):
+        perception.insert_token_noise(item.question, tok, random.Random(0), vocab=vocab, max_runs=0)
+
+
+def test_token_noise_is_inert_when_off(tiny_config):
+    """pretrain_token_noise 0 keeps a config's hash (bases built before the field keep theirs); > 0 changes it."""
+    import dataclasses
+
+    assert tiny_config.pretrain_token_noise == 0
+    assert dataclasses.replace(tiny_config, pretrain_token_noise=0.5).key() != tiny_config.key()
+    from jrl_core import nano
+
+    assert nano.NanoConfig().key() == nano.read_card(nano.shipped_base())["config_hash"]
