@@ -207,9 +207,9 @@ def test_tokenizer_corpus_is_fixed_not_the_pretraining_tasks():
 
 
 def test_token_noise_changes_only_the_question_and_draws_learned_tokens(tiny_config, photos):
-    """insert_token_noise: deterministic for a seeded draw, inserts only learned vocabulary tokens (no chat marker,
-    image pad or answer tag), keeps the question's own tokens in order, and encode_sft puts the new question in
-    front of the unchanged options, instruction and target."""
+    """insert_token_noise: deterministic for a seeded draw, draws only learned vocabulary tokens (no chat marker,
+    image pad or answer tag), lengthens the question, and encode_sft puts the new question in front of the
+    unchanged options, instruction and target."""
     import random
 
     from jrl_core import nano
