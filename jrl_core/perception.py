@@ -752,7 +752,7 @@ def pretrain(model, processor, cfg, *, progress: bool = True) -> dict:
     train_photos = load_photos(cfg.photo_source, "train")
     visual = model.model.visual
     frozen = [p for n, p in visual.named_parameters() if not n.startswith("merger.")] if cfg.freeze_vision else []
-    token_noise = getattr(cfg, "pretrain_token_noise", 0.0)
+    token_noise = cfg.pretrain_token_noise
     vocab = noise_token_ids(processor.tokenizer) if token_noise else None
 
     def loss_at(step):
@@ -760,9 +760,11 @@ def pretrain(model, processor, cfg, *, progress: bool = True) -> dict:
                            size=cfg.image_size)
         pick = random.Random(f"think:{cfg.seed}:{step}")
         modes = ["thinking" if pick.random() < cfg.pretrain_think_share else "non_thinking" for _ in items]
-        noise = random.Random(f"noise:{cfg.seed}:{step}")
-        questions = [insert_token_noise(it.question, processor.tokenizer, noise, vocab=vocab)
-                     if noise.random() < token_noise else it.question for it in items]
+        questions = None  # the items' own
+        if token_noise:
+            noise = random.Random(f"noise:{cfg.seed}:{step}")
+            questions = [insert_token_noise(it.question, processor.tokenizer, noise, vocab=vocab)
+                         if noise.random() < token_noise else it.question for it in items]
         return model(**encode_sft(processor, items, modes, seeds=[step * 1000 + i for i in range(len(items))],
                                   questions=questions)).loss
 
