@@ -268,7 +268,7 @@ def _cmd_nano(args: argparse.Namespace) -> int:
 
     import yaml
 
-    from jrl_core import nano
+    from jrl_core import config, nano
 
     with expected():
         fields = {f.name for f in dataclasses.fields(nano.NanoConfig)}
@@ -278,6 +278,7 @@ def _cmd_nano(args: argparse.Namespace) -> int:
             if not sep or key not in fields:
                 raise UsageError(f"--set {item!r}: expected KEY=VALUE with KEY a NanoConfig field ({', '.join(sorted(fields))}).")
             overrides[key] = yaml.safe_load(value)
+        config.nano_config(overrides)  # a bad value is a clear error now, not after the vision stage
         if args.action == "verify":
             folder = Path(args.out) if args.out else nano.shipped_base()
             problems = nano.verify_base(folder, None if args.out else nano.NanoConfig())

@@ -40,7 +40,7 @@ from typing import Any
 import yaml
 from transformers import SchedulerType
 
-from jrl_core import schedules, train
+from jrl_core import perception, schedules, train
 from jrl_core.modes import MODES, get_mode
 from jrl_core.nano import NanoConfig
 from jrl_core.puzzles import QUESTION_TYPES, PuzzleSpec
@@ -337,7 +337,8 @@ def _sections() -> dict[str, _Section]:
             nano_rules[name] = _NON_NEGATIVE if name.endswith("_steps") or name == "seed" else _AT_LEAST_1
         elif tp is float:
             nano_rules[name] = _POSITIVE
-    nano_rules.update(pretrain_think_share=_FRACTION, pretrain_token_noise=_FRACTION, photo_source=_NON_EMPTY,
+    nano_rules.update(pretrain_think_share=_FRACTION, pretrain_token_noise=_FRACTION,
+                      pretrain_token_noise_vocab=_one_of(perception.NOISE_VOCABS), photo_source=_NON_EMPTY,
                       vision_pretrain_tasks=_EACH_NON_EMPTY, pretrain_tasks=_EACH_NON_EMPTY)
     nano_examples = {"pretrain_steps": NanoConfig().pretrain_steps, **_defaults(NanoConfig())}
     nano_examples.pop("extra")
@@ -741,6 +742,23 @@ def _check_nano(c: NanoConfig) -> None:
         if value % divisor:
             raise RecipeError(f"nano.{name}={value}: expected a multiple of {what}; use e.g. "
                               f"nano.{name}={max(divisor, value // divisor * divisor)}.", field=f"nano.{name}")
+
+
+def nano_config(overrides: Mapping[str, Any] | None = None) -> NanoConfig:
+    """A :class:`NanoConfig` from field overrides, each type- and range-checked as a recipe's ``nano`` section is.
+
+    Args:
+        overrides: NanoConfig field -> value (``None`` or empty: the defaults).
+    Returns:
+        The config (the shipped recipe's defaults for fields not given).
+    Raises:
+        RecipeError: an unknown field, a value of the wrong type or out of range (``pretrain_token_noise=2``,
+            ``pretrain_token_noise_vocab="digits"``), or sizes that do not divide; the message names the field
+            and a value that works, before any build step runs.
+    """
+    cfg = NanoConfig(**_section("nano").check(dict(overrides or {})))
+    _check_nano(cfg)
+    return cfg
 
 
 # --- overrides and recipe files ----------------------------------------------------------------------

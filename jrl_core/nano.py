@@ -121,6 +121,7 @@ class NanoConfig:
     pretrain_token_noise: float = 0.0  # share of items whose question gets runs of random vocabulary tokens inserted
     # (perception.insert_token_noise): the base learns that unfamiliar tokens in a prompt do not change the answer
     # format; 0 = off (session 22 candidate nano-v13: jigsaw prompts hold phrase tokens pretraining never shows)
+    pretrain_token_noise_vocab: str = "all"  # perception.NOISE_VOCABS: "all" or "words" (no digits, letters, labels)
     photo_source: str = "skimage"
     extra: dict = field(default_factory=dict, hash=False, compare=False)
 
@@ -139,6 +140,8 @@ class NanoConfig:
             del d["vision_synthetic_pictures"], d["vision_synthetic_share"]
         if not d["pretrain_token_noise"]:  # inert when off: bases built before this field keep their hash
             del d["pretrain_token_noise"]
+        if d["pretrain_token_noise_vocab"] == "all":  # the field's default: bases built before it keep their hash
+            del d["pretrain_token_noise_vocab"]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -531,15 +534,18 @@ def build_base(out: str | Path | None = None, *, overrides: dict | None = None, 
 
     Returns:
         The output folder.
+    Raises:
+        RecipeError (a ValueError): a bad override (unknown field, wrong type, out of range), before any step runs.
+        ValueError: overrides that change the recipe without an ``out`` folder.
     """
     import platform
     import time
 
     import torch
 
-    from jrl_core import evaluate, experiment, probe
+    from jrl_core import config, evaluate, experiment, probe
 
-    cfg = NanoConfig(**(overrides or {}))
+    cfg = config.nano_config(overrides)  # a bad field or value fails here, before any build step
     if out is None and cfg.key() != NanoConfig().key():
         raise ValueError(f"build_base: overrides {sorted(overrides or {})} change the recipe, so the result is not "
                          f"{BASE_VERSION}; pass an output folder (jrl nano build --out DIR), or change the NanoConfig "

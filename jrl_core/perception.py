@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import re
 import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -485,12 +486,38 @@ def corpus() -> list[str]:
 
 # --- pretraining -----------------------------------------------------------------------------------
 
-def noise_token_ids(tokenizer) -> list[int]:
-    """Ids a run of token noise is drawn from: every learned token of ``tokenizer``'s vocabulary, without its
+_NOISE_EXCLUDED = re.compile(r"[0-9()]|(?<![A-Za-z])[A-Za-z](?![A-Za-z])")
+
+NOISE_VOCABS = {
+    "all": "every learned token",
+    "words": "learned tokens without a digit, a parenthesis or a lone letter (no position index, size, choice "
+             "label or answer letter)",
+}
+"""Vocabularies token noise draws from (:attr:`jrl_core.nano.NanoConfig.pretrain_token_noise_vocab`)."""
+
+
+def noise_token_ids(tokenizer, kind: str = "all") -> list[int]:
+    """Ids a run of token noise is drawn from: the learned tokens of ``tokenizer``'s vocabulary, without its
     special and added tokens (chat markers, image pads, ``<think>``/``<answer>`` tags). Sorted, so a seeded draw is
-    the same on every machine."""
+    the same on every machine.
+
+    Args:
+        tokenizer: the nano tokenizer.
+        kind: one of :data:`NOISE_VOCABS`. ``"words"`` also leaves out every token whose text holds a digit, a
+            parenthesis or a lone letter, so noise never blurs a question's position indices, sizes, choice labels
+            or answer letters (session 23: the suspect behind candidate nano-v13's slow GRPO start).
+    Raises:
+        ValueError: an unknown ``kind``, or a vocabulary with no token left.
+    """
+    if kind not in NOISE_VOCABS:
+        raise ValueError(f"noise vocabulary {kind!r} is unknown; use one of {sorted(NOISE_VOCABS)}.")
     added = set(tokenizer.get_added_vocab().values()) | set(tokenizer.all_special_ids)
-    return sorted(i for i in tokenizer.get_vocab().values() if i not in added)
+    ids = sorted(i for i in tokenizer.get_vocab().values() if i not in added)
+    if kind == "words":
+        ids = [i for i in ids if not _NOISE_EXCLUDED.search(tokenizer.decode([i]))]
+    if not ids:
+        raise ValueError(f"the tokenizer has no learned token for noise vocabulary {kind!r}.")
+    return ids
 
 
 def insert_token_noise(question: str, tokenizer, rng: random.Random, *, vocab: Sequence[int] | None = None,
@@ -753,7 +780,7 @@ def pretrain(model, processor, cfg, *, progress: bool = True) -> dict:
     visual = model.model.visual
     frozen = [p for n, p in visual.named_parameters() if not n.startswith("merger.")] if cfg.freeze_vision else []
     token_noise = cfg.pretrain_token_noise
-    vocab = noise_token_ids(processor.tokenizer) if token_noise else None
+    vocab = noise_token_ids(processor.tokenizer, cfg.pretrain_token_noise_vocab) if token_noise else None
 
     def loss_at(step):
         items = make_items(train_photos, cfg.pretrain_batch, seed=cfg.seed * 1_000_003 + step, tasks=tasks,
@@ -787,6 +814,7 @@ def pretrain(model, processor, cfg, *, progress: bool = True) -> dict:
               "think_share": cfg.pretrain_think_share}
     if token_noise:
         record["token_noise"] = token_noise
+        record["token_noise_vocab"] = cfg.pretrain_token_noise_vocab
     if cfg.pretrain_think_share > 0:
         record["thinking_format"] = thinking_format_share(model, processor, test_photos, tasks, cfg.image_size)
     return record

@@ -102,3 +102,19 @@ def test_jrl_run_rejects_an_unknown_notebook_parameter_before_executing(tmp_path
     status, _, err = run(["run", str(path), "-p", "seeed", "3", "--reports", str(tmp_path / "reports")], capsys)
     assert_one_line_error(status, err, "seeed", "known: seed, steps", "did you mean 'seed'")
     assert not (tmp_path / "reports").exists()
+
+
+@pytest.mark.parametrize(("setting", "needles"), [
+    ("pretrain_token_noise=2", ["nano.pretrain_token_noise=2", "[0, 1]"]),
+    ("pretrain_token_noise_vocab=digits", ["pretrain_token_noise_vocab", "'words'"]),
+    ("image_size=100", ["nano.image_size=100", "image_size=84"]),
+])
+def test_nano_build_refuses_a_bad_value_before_building(setting, needles, capsys, monkeypatch, tmp_path):
+    """`jrl nano build --set` checks every value as a recipe's nano section is checked: a bad one is a one-line error
+    (exit 2) before any build step runs, not a failure after the 15-minute vision stage."""
+    from jrl_core import nano
+
+    monkeypatch.setattr(nano, "build_base", lambda *a, **k: pytest.fail("build_base reached with a bad value"))
+    status, _, err = run(["nano", "build", "--set", setting, "--out", str(tmp_path / "b")], capsys)
+    assert_one_line_error(status, err, *needles)
+    assert not (tmp_path / "b").exists()

@@ -246,3 +246,28 @@ def test_token_noise_is_inert_when_off(tiny_config):
     from jrl_core import nano
 
     assert nano.NanoConfig().key() == nano.read_card(nano.shipped_base())["config_hash"]
+
+
+def test_words_noise_vocabulary_leaves_out_indices_labels_and_letters(tiny_config):
+    """noise_token_ids(kind="words"): a non-empty subset of the full vocabulary with no token whose text holds a
+    digit, a parenthesis or a lone letter (so noise cannot blur position indices, choice labels or answer letters);
+    an unknown kind is a ValueError naming the choices; the field's default "all" keeps a config's hash."""
+    import dataclasses
+    import re
+
+    from jrl_core import nano
+
+    tok = nano.build_processor(tiny_config).tokenizer
+    full, words = perception.noise_token_ids(tok), perception.noise_token_ids(tok, "words")
+    assert words and set(words) < set(full)
+    texts = [tok.decode([i]) for i in words]
+    assert not any(re.search(r"[0-9()]", t) for t in texts)
+    assert not any(re.search(r"(?<![A-Za-z])[A-Za-z](?![A-Za-z])", t) for t in texts)
+    for label in ("A", "B", "1", "2", "(A)"):
+        ids = tok(label, add_special_tokens=False)["input_ids"]
+        assert len(ids) == 1 and ids[0] in full and ids[0] not in words
+    with pytest.raises(ValueError, match="words"):
+        perception.noise_token_ids(tok, "digits")
+    assert tiny_config.pretrain_token_noise_vocab == "all"
+    noisy = dataclasses.replace(tiny_config, pretrain_token_noise=0.5)
+    assert dataclasses.replace(noisy, pretrain_token_noise_vocab="words").key() != noisy.key()
