@@ -338,7 +338,8 @@ def _sections() -> dict[str, _Section]:
         elif tp is float:
             nano_rules[name] = _POSITIVE
     nano_rules.update(pretrain_think_share=_FRACTION, pretrain_token_noise=_FRACTION,
-                      pretrain_token_noise_vocab=_one_of(perception.NOISE_VOCABS), photo_source=_NON_EMPTY,
+                      pretrain_token_noise_vocab=_one_of(perception.NOISE_VOCABS),
+                      pretrain_letter_smoothing=_range(0, 1, hi_open=True), photo_source=_NON_EMPTY,
                       vision_pretrain_tasks=_EACH_NON_EMPTY, pretrain_tasks=_EACH_NON_EMPTY)
     nano_examples = {"pretrain_steps": NanoConfig().pretrain_steps, **_defaults(NanoConfig())}
     nano_examples.pop("extra")

@@ -122,6 +122,9 @@ class NanoConfig:
     # (perception.insert_token_noise): the base learns that unfamiliar tokens in a prompt do not change the answer
     # format; 0 = off (session 22 candidate nano-v13: jigsaw prompts hold phrase tokens pretraining never shows)
     pretrain_token_noise_vocab: str = "all"  # perception.NOISE_VOCABS: "all" or "words" (no digits, letters, labels)
+    pretrain_letter_smoothing: float = 0.0  # answer-letter target smoothed over the option letters
+    # (perception.letter_smoothed_loss); 0 = off (session 23: a base certain of its perception answers can be
+    # near-certainly wrong on a jigsaw prompt variant, and GRPO never samples its way out)
     photo_source: str = "skimage"
     extra: dict = field(default_factory=dict, hash=False, compare=False)
 
@@ -140,6 +143,8 @@ class NanoConfig:
             del d["vision_synthetic_pictures"], d["vision_synthetic_share"]
         if not d["pretrain_token_noise"]:  # inert when off: bases built before this field keep their hash
             del d["pretrain_token_noise"]
+        if not d["pretrain_letter_smoothing"]:  # inert when off
+            del d["pretrain_letter_smoothing"]
         if d["pretrain_token_noise_vocab"] == "all":  # the field's default: bases built before it keep their hash
             del d["pretrain_token_noise_vocab"]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]

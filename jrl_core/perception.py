@@ -593,6 +593,54 @@ def encode_sft(processor, items: Sequence[PerceptionItem], modes: Sequence[str] 
     return batch
 
 
+def letter_smoothed_loss(logits, batch, items: Sequence[PerceptionItem], tokenizer, smoothing: float):
+    """Causal-LM cross-entropy over an :func:`encode_sft` batch's target tokens, with the answer letter's target
+    smoothed over the item's option letters (a calibration regulariser for the nano instruction stage; label
+    smoothing after Szegedy et al. 2016, here confined to the choice letters so no mass goes to other tokens).
+
+    At each answer-letter position (the first target token of a bare-letter target, or the token after
+    ``<answer>``), the target puts ``1 - smoothing`` on the gold letter and ``smoothing / (k - 1)`` on each of the
+    item's other ``k - 1`` option letters; every other target token keeps its one-hot target. Why (session 23):
+    a base trained to certainty on its perception questions answered some jigsaw prompt variants near-certainly
+    wrong (candidate nano-v14: P(correct) 0.005 in one of eight answer cells at temperature 1), and GRPO never
+    samples the other letter there, so that cell stays wrong in every seed.
+
+    Args:
+        logits: ``(batch, seq, vocab)`` model output for ``batch``.
+        batch: :func:`encode_sft`'s batch (``input_ids``, ``labels``; -100 off the target).
+        items: the batch's items, in order (their ``choices`` give each row's option letters).
+        tokenizer: the nano tokenizer (letters and ``<answer>`` are single tokens).
+        smoothing: in [0, 1); 0 gives the plain mean cross-entropy (the model's own loss).
+    Returns:
+        Scalar tensor: the mean over target tokens.
+    Raises:
+        ValueError: ``smoothing`` outside [0, 1), or ``items`` not matching the batch's rows.
+    """
+    import torch
+
+    if not 0 <= smoothing < 1:
+        raise ValueError(f"smoothing={smoothing}: expected a share in [0, 1).")
+    labels, ids = batch["labels"], batch["input_ids"]
+    if len(items) != labels.shape[0]:
+        raise ValueError(f"{len(items)} items for a batch of {labels.shape[0]} rows: pass the items encode_sft got.")
+    logp = torch.log_softmax(logits[:, :-1].float(), -1)
+    tgt, prev = labels[:, 1:], ids[:, :-1]
+    valid = tgt != -100
+    nll = -logp.gather(-1, tgt.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    if smoothing:
+        answer_tag = tokenizer.convert_tokens_to_ids("<answer>")
+        first = valid & ~torch.nn.functional.pad(valid[:, :-1], (1, 0), value=False)
+        at_letter = valid & (first | (prev == answer_tag))
+        for i, it in enumerate(items):
+            letters = tokenizer.convert_tokens_to_ids(list(string.ascii_uppercase[:len(it.choices)]))
+            gold = tokenizer.convert_tokens_to_ids(it.answer)
+            others = [t for t in letters if t != gold]
+            for j in torch.nonzero(at_letter[i] & (tgt[i] == gold)).flatten().tolist():
+                spread = -logp[i, j, others].mean() if others else nll[i, j]
+                nll[i, j] = (1 - smoothing) * nll[i, j] + smoothing * spread
+    return nll[valid].mean()
+
+
 def letter_accuracy(model, processor, items: Sequence[PerceptionItem], batch_size: int = 64) -> float:
     """Share of items whose greedy first answer token equals the gold letter."""
     import torch
@@ -779,7 +827,7 @@ def pretrain(model, processor, cfg, *, progress: bool = True) -> dict:
     train_photos = load_photos(cfg.photo_source, "train")
     visual = model.model.visual
     frozen = [p for n, p in visual.named_parameters() if not n.startswith("merger.")] if cfg.freeze_vision else []
-    token_noise = cfg.pretrain_token_noise
+    token_noise, smoothing = cfg.pretrain_token_noise, cfg.pretrain_letter_smoothing
     vocab = noise_token_ids(processor.tokenizer, cfg.pretrain_token_noise_vocab) if token_noise else None
 
     def loss_at(step):
@@ -792,8 +840,14 @@ def pretrain(model, processor, cfg, *, progress: bool = True) -> dict:
             noise = random.Random(f"noise:{cfg.seed}:{step}")
             questions = [insert_token_noise(it.question, processor.tokenizer, noise, vocab=vocab)
                          if noise.random() < token_noise else it.question for it in items]
-        return model(**encode_sft(processor, items, modes, seeds=[step * 1000 + i for i in range(len(items))],
-                                  questions=questions)).loss
+        batch = encode_sft(processor, items, modes, seeds=[step * 1000 + i for i in range(len(items))],
+                           questions=questions)
+        if not smoothing:
+            return model(**batch).loss
+        labels = batch.pop("labels")
+        logits = model(**batch).logits
+        batch["labels"] = labels
+        return letter_smoothed_loss(logits, batch, items, processor.tokenizer, smoothing)
 
     for p in frozen:
         p.requires_grad_(False)
@@ -815,6 +869,8 @@ def pretrain(model, processor, cfg, *, progress: bool = True) -> dict:
     if token_noise:
         record["token_noise"] = token_noise
         record["token_noise_vocab"] = cfg.pretrain_token_noise_vocab
+    if smoothing:
+        record["letter_smoothing"] = smoothing
     if cfg.pretrain_think_share > 0:
         record["thinking_format"] = thinking_format_share(model, processor, test_photos, tasks, cfg.image_size)
     return record
