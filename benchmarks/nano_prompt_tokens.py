@@ -1,9 +1,9 @@
 """Diagnostic: which tokens of the jigsaw prompts a nano base never saw in pretraining, and whether it answers them
 with a bare letter.
 
-    .venv/bin/python benchmarks/nano_prompt_tokens.py [--model data/nano/nano-v10] [--n 300]
+    .venv/bin/python benchmarks/nano_prompt_tokens.py [--model data/nano/nano-v15] [--n 300]
 
-For the base (a folder with ``card.json``, e.g. ``data/nano/nano-v10`` or a candidate under ``runs/bases/``) it
+For the base (a folder with ``card.json``, e.g. ``data/nano/nano-v15`` or a candidate under ``runs/bases/``) it
 prints, for the held-out 2x1 and 1x2 pair prompts (non-thinking, the RQ1 sets, greedy, 8 new tokens):
 
 * the prompt's tokens that no pretraining item of the base's recipe contains (prompts and targets of its

@@ -33,7 +33,7 @@ sharing does not touch pretraining):
 
 Prints one table with the absolute figures and each variant's ratio to v4 (higher = faster).
 
-``--base DIR`` measures the GRPO step only, from a trained checkpoint (e.g. ``data/nano/nano-v10``, whose policy
+``--base DIR`` measures the GRPO step only, from a trained checkpoint (e.g. ``data/nano/nano-v15``, whose policy
 writes the 2–3-token completions of a real run), for the variants of the current nano configuration (``v6`` on, or
 those named by ``--variants``); ratios are then to the first of them.
 """

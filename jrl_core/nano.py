@@ -65,7 +65,7 @@ SPECIAL_TOKENS = [
 ]
 TAG_TOKENS = ["<think>", "</think>", "<answer>", "</answer>", "<reason>", "</reason>"]
 
-NANO_RECIPE_VERSION = 10
+NANO_RECIPE_VERSION = 15
 """Bumped whenever the build recipe changes in a way the config fields do not show."""
 
 DEFAULT_CACHE = Path(os.environ.get("JRL_CACHE", Path(__file__).resolve().parent.parent / ".cache"))
@@ -118,13 +118,15 @@ class NanoConfig:
     pretrain_lr: float = 1e-3
     pretrain_tasks: tuple[str, ...] = ()  # empty = perception.DEFAULT_TASKS
     pretrain_think_share: float = 0.25  # share of items in thinking mode (templated <think> chain + <answer>)
-    pretrain_token_noise: float = 0.0  # share of items whose question gets runs of random vocabulary tokens inserted
+    pretrain_token_noise: float = 0.5  # share of items whose question gets runs of random vocabulary tokens inserted
     # (perception.insert_token_noise): the base learns that unfamiliar tokens in a prompt do not change the answer
-    # format; 0 = off (session 22 candidate nano-v13: jigsaw prompts hold phrase tokens pretraining never shows)
-    pretrain_token_noise_vocab: str = "all"  # perception.NOISE_VOCABS: "all" or "words" (no digits, letters, labels)
-    pretrain_letter_smoothing: float = 0.0  # answer-letter target smoothed over the option letters
-    # (perception.letter_smoothed_loss); 0 = off (session 23: a base certain of its perception answers can be
-    # near-certainly wrong on a jigsaw prompt variant, and GRPO never samples its way out)
+    # format; 0 = off. v15: 100% bare letters on the 2x1 / 1x2 jigsaw prompts (v10 60 / 75%), whose phrase tokens
+    # pretraining never shows
+    pretrain_token_noise_vocab: str = "words"  # perception.NOISE_VOCABS: "words" (v15: no digits, letters, labels)
+    pretrain_letter_smoothing: float = 0.2  # answer-letter target smoothed over the option letters
+    # (perception.letter_smoothed_loss); 0 = off. Noise without it (candidate v14) left a base certain of some
+    # jigsaw prompt variants' wrong answer (P(correct) 0.005 in one cell), a cell GRPO never sampled its way out of;
+    # v15's lowest cell is 0.39 / 0.37 (2x1 / 1x2)
     photo_source: str = "skimage"
     extra: dict = field(default_factory=dict, hash=False, compare=False)
 
@@ -145,7 +147,7 @@ class NanoConfig:
             del d["pretrain_token_noise"]
         if not d["pretrain_letter_smoothing"]:  # inert when off
             del d["pretrain_letter_smoothing"]
-        if d["pretrain_token_noise_vocab"] == "all":  # the field's default: bases built before it keep their hash
+        if d["pretrain_token_noise_vocab"] == "all":  # the field's first value: bases built before it keep their hash
             del d["pretrain_token_noise_vocab"]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 

@@ -238,11 +238,15 @@ def test_token_noise_changes_only_the_question_and_draws_learned_tokens(tiny_con
 
 
 def test_token_noise_is_inert_when_off(tiny_config):
-    """pretrain_token_noise 0 keeps a config's hash (bases built before the field keep theirs); > 0 changes it."""
+    """Token noise, its vocabulary and letter smoothing each change a config's hash from the all-off config (whose
+    hash is what bases built before these fields have); the defaults' hash is the shipped base's card's."""
     import dataclasses
 
-    assert tiny_config.pretrain_token_noise == 0
-    assert dataclasses.replace(tiny_config, pretrain_token_noise=0.5).key() != tiny_config.key()
+    off = dataclasses.replace(tiny_config, pretrain_token_noise=0, pretrain_token_noise_vocab="all",
+                              pretrain_letter_smoothing=0)
+    for field, value in (("pretrain_token_noise", 0.5), ("pretrain_token_noise_vocab", "words"),
+                         ("pretrain_letter_smoothing", 0.2)):
+        assert dataclasses.replace(off, **{field: value}).key() != off.key(), field
     from jrl_core import nano
 
     assert nano.NanoConfig().key() == nano.read_card(nano.shipped_base())["config_hash"]
@@ -268,8 +272,7 @@ def test_words_noise_vocabulary_leaves_out_indices_labels_and_letters(tiny_confi
         assert len(ids) == 1 and ids[0] in full and ids[0] not in words
     with pytest.raises(ValueError, match="words"):
         perception.noise_token_ids(tok, "digits")
-    assert tiny_config.pretrain_token_noise_vocab == "all"
-    noisy = dataclasses.replace(tiny_config, pretrain_token_noise=0.5)
+    noisy = dataclasses.replace(tiny_config, pretrain_token_noise=0.5, pretrain_token_noise_vocab="all")
     assert dataclasses.replace(noisy, pretrain_token_noise_vocab="words").key() != noisy.key()
 
 
@@ -332,5 +335,4 @@ def test_instruction_stage_with_letter_smoothing_and_word_noise_trains_and_recor
     assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters())
     assert all(math.isfinite(c["loss"]) for c in record["loss_curve"])
     assert record["letter_smoothing"] == 0.2 and record["token_noise_vocab"] == "words"
-    assert tiny_config.pretrain_letter_smoothing == 0
-    assert dataclasses.replace(tiny_config, pretrain_letter_smoothing=0.2).key() != tiny_config.key()
+    assert dataclasses.replace(tiny_config, pretrain_letter_smoothing=0).key() != cfg.key()
