@@ -6,8 +6,9 @@ For each checkpoint (default: the shipped nano base), the first answer token's d
 GRPO samples from) on the recipe's 300 held-out puzzles: the share of probability on the letters, and per prompt
 variant (the text of choice (A)) the mean P(A) / (P(A) + P(B)). A variant whose prior sits near 0 or 1 is one
 whose rollouts rarely disagree; on nano-v6 the variant "(A) 1 is directly below 2" has P(A) ~0.02 and is the one
-GRPO leaves answered by a constant letter (``evaluate.answer_cells``). Also per answer cell (variant × gold
-letter) the mean probability of the correct letter, P(gold) / (P(A) + P(B)), and its minimum over cells: a cell the
+GRPO leaves answered by a constant letter (``evaluate.answer_cells``). Also per answer cell (the cells of
+``evaluate.answer_cells``: the correct choice's text × its letter) the mean probability of the
+correct letter, P(gold) / (P(A) + P(B)), and its minimum over cells: a cell the
 base answers near-certainly wrong is one GRPO never samples its way out of (session 23: candidate nano-v14's
 "1 is directly above 2 as (B)" cell at 0.005 stayed at accuracy 0 in all five seeds). Prints one JSON record per
 checkpoint.
@@ -42,10 +43,10 @@ def letter_prior(path: str, size: str) -> dict:
     share_a = (p[:, 0] / p.sum(1)).tolist()
     by = {v: round(sum(a for a, w in zip(share_a, variant, strict=True) if w == v) / variant.count(v), 3)
           for v in sorted(set(variant))}
-    cells: dict[str, list[float]] = {}
-    for a, v, r in zip(share_a, variant, rows, strict=True):
-        gold = str(r["solution"]).strip()
-        cells.setdefault(f"{v} as ({gold})", []).append(a if gold == "A" else 1 - a)
+    cells: dict[str, list[float]] = {}  # evaluate.answer_cell's cells, as answer_cells and the rollout cells name them
+    for a, r in zip(share_a, rows, strict=True):
+        answer, gold = evaluate.answer_cell(r, "nano_letter_prior")
+        cells.setdefault(f"{answer} as ({gold})", []).append(a if gold == "A" else 1 - a)
     by_cell = {c: round(sum(x) / len(x), 3) for c, x in sorted(cells.items())}
     return {"checkpoint": str(path), "size": size, "letter_mass": round(float(p.sum(1).mean()), 3),
             "p_A_by_variant": by, "p_correct_by_cell": by_cell, "min_cell_p_correct": min(by_cell.values())}
