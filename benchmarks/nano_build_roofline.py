@@ -17,8 +17,10 @@ arithmetic of a step does not depend on what the weights learned) for a few step
   reach with the same arithmetic);
 * prints, per stage, the step time and its split, the step's matrix-product FLOPs (profiler count; the
   convolution is counted as the matrix product it is, forward and weight gradient), the rate its products ran
-  at, ``bound_at_achieved_rate`` (the speedup of a step that did nothing but its products, at today's rate) and
-  ``bound`` (the same at the peak rate of a large square product, which these thin products do not reach). A
+  at, ``bound_at_achieved_rate`` (the speedup of a step that did nothing but its products, at today's rate),
+  ``bound_products_alone`` (the same with every product timed alone, at its own shapes, on fresh contiguous inputs:
+  the best this machine does for exactly this arithmetic) and ``bound`` (at the peak rate of a large square
+  product, which these thin products do not reach). A
   speed target above these bounds cannot be met without changing the arithmetic (a smaller model, fewer or
   smaller images, lower precision).
 """
@@ -61,6 +63,32 @@ def peak_gflops(n: int = 2048, repeats: int = 10) -> float:
     return 2 * n ** 3 / best / 1e9
 
 
+def standalone_seconds(op: str, shapes: list, repeats: int = 5) -> float | None:
+    """Best-of-``repeats`` seconds of one matrix product ``op`` (``aten::mm``, ``aten::addmm`` or ``aten::bmm``) on fresh
+    contiguous float32 inputs of the profiled ``shapes``; None for an op or shape list it does not know."""
+    try:
+        if op == "aten::mm":
+            a, b = torch.randn(*shapes[0]), torch.randn(*shapes[1])
+            fn = lambda: torch.mm(a, b)  # noqa: E731
+        elif op == "aten::addmm":
+            c, a, b = torch.randn(*shapes[0]), torch.randn(*shapes[1]), torch.randn(*shapes[2])
+            fn = lambda: torch.addmm(c, a, b)  # noqa: E731
+        elif op == "aten::bmm":
+            a, b = torch.randn(*shapes[0]), torch.randn(*shapes[1])
+            fn = lambda: torch.bmm(a, b)  # noqa: E731
+        else:
+            return None
+    except (TypeError, RuntimeError, IndexError):
+        return None
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
 class _FitProbe:
     """Wraps ``perception._fit`` (the optimisation loop both stages share) to time it and, when asked, profile it:
     pool generation and held-out evaluation stay outside both."""
@@ -76,9 +104,9 @@ class _FitProbe:
 
         t = time.perf_counter()
         if self.profile:
-            with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+            with profile(activities=[ProfilerActivity.CPU], with_flops=True, record_shapes=True) as prof:
                 out = self._fit(*args, **kwargs)
-            self.events = prof.key_averages()
+            self.events = prof.key_averages(group_by_input_shape=True)
         else:
             out = self._fit(*args, **kwargs)
         self.seconds = time.perf_counter() - t
@@ -113,15 +141,21 @@ def stage_figures(stage: str, cfg: nano.NanoConfig, steps: int, warmup: int, pea
     step_s = (_run(stage, cfg, warmup + steps, probe) - _run(stage, cfg, warmup, probe)) / steps
     _run(stage, cfg, steps, probe, profile=True)
     by_kind: dict[str, float] = {}
-    flops = 0.0
+    flops = standalone = 0.0
     for ev in probe.events:
         kind = _kind(ev.key)
         by_kind[kind] = by_kind.get(kind, 0.0) + ev.self_cpu_time_total / 1e6
         if kind == "matmul":
             flops += ev.flops or 0
+            alone = standalone_seconds(ev.key, ev.input_shapes)
+            standalone += ev.count * (alone if alone is not None else ev.self_cpu_time_total / 1e6 / ev.count)
     flops += _conv_flops(cfg) * steps  # the profiler does not count convolution FLOPs on CPU
     mm_s = (by_kind.get("matmul", 0.0) + by_kind.get("conv", 0.0)) / steps
     per_step = flops / steps
+    # products alone: every profiled product timed standalone at its own shapes, the patch embedding (profiled as a
+    # convolution) at the rate of the step's other products
+    conv_s = _conv_flops(cfg) / (flops - _conv_flops(cfg) * steps) * standalone if standalone else 0.0
+    alone_s = (standalone + conv_s * steps) / steps
     return {
         "stage": stage, "step_s": round(step_s, 4),
         "per_step_s": {k: round(by_kind.get(k, 0.0) / steps, 4) for k in ("matmul", "conv", "attention")}
@@ -130,6 +164,8 @@ def stage_figures(stage: str, cfg: nano.NanoConfig, steps: int, warmup: int, pea
         "matmul_gflops_achieved": round(per_step / mm_s / 1e9, 1) if mm_s else None,
         "ideal_step_s": round(per_step / (peak * 1e9), 4),
         "bound_at_achieved_rate": round(step_s / mm_s, 2) if mm_s else None,
+        "products_alone_s": round(alone_s, 4),
+        "bound_products_alone": round(step_s / alone_s, 2) if alone_s else None,
         "bound": round(step_s / (per_step / (peak * 1e9)), 2) if per_step else None,
     }
 
@@ -153,12 +189,13 @@ def main() -> None:
     for r in rows:
         print(json.dumps(r), flush=True)
     build = {r["stage"]: r for r in rows}
-    now = build["vision"]["step_s"] * cfg.vision_pretrain_steps + build["instruction"]["step_s"] * cfg.pretrain_steps
-    ideal = (build["vision"]["ideal_step_s"] * cfg.vision_pretrain_steps
-             + build["instruction"]["ideal_step_s"] * cfg.pretrain_steps)
-    print(f"\nbuild at the recipe's step counts ({cfg.vision_pretrain_steps:,} + {cfg.pretrain_steps:,}): "
-          f"{now:.0f} s now, {ideal:.0f} s if every step were only its matrix products at the peak: "
-          f"bound {now / ideal:.2f}x")
+    def build_s(key: str) -> float:
+        return build["vision"][key] * cfg.vision_pretrain_steps + build["instruction"][key] * cfg.pretrain_steps
+
+    now, alone, ideal = build_s("step_s"), build_s("products_alone_s"), build_s("ideal_step_s")
+    print(f"\nbuild at the recipe's step counts ({cfg.vision_pretrain_steps:,} + {cfg.pretrain_steps:,}): {now:.0f} s now; "
+          f"{alone:.0f} s if every step were only its matrix products, each at its best alone (bound {now / alone:.2f}x); "
+          f"{ideal:.0f} s at the square-product peak (bound {now / ideal:.2f}x)")
 
 
 if __name__ == "__main__":
