@@ -1,6 +1,6 @@
 """How fast can a nano build step be on this CPU? A roofline for the issue's build target (≥ 3× build speed).
 
-    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/nano_build_roofline.py [--steps 12] [--warmup 4]
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/nano_build_roofline.py [--steps 40] [--warmup 5] [--profile-steps 8]
 
 Runs the two pretraining stages of the current nano configuration (recipe defaults, untrained weights; the
 arithmetic of a step does not depend on what the weights learned) for a few steps each, through the real
@@ -8,7 +8,7 @@ arithmetic of a step does not depend on what the weights learned) for a few step
 
 * times the optimisation loop without a profiler (steady state: the difference between ``warmup + steps`` and
   ``warmup`` steps, after one throw-away run; pool generation and evaluation are outside the loop);
-* profiles ``steps`` steps with ``torch.profiler`` (``with_flops=True``) for the self CPU time per step of the large
+* profiles ``profile_steps`` steps with ``torch.profiler`` (``with_flops=True``) for the self CPU time per step of the large
   ops: matrix products (``mm``, ``addmm``, ``bmm``, ``linear``), convolution (the patch embedding, forward and
   backward) and attention (``scaled_dot_product_*``); "rest" is the unprofiled step time less these (small ops,
   item generation, augmentation, tokenisation, the processor, the optimiser). The profiler slows small ops many
@@ -131,7 +131,8 @@ def _run(stage: str, cfg: nano.NanoConfig, steps: int, probe: _FitProbe, *, prof
     return probe.seconds
 
 
-def stage_figures(stage: str, cfg: nano.NanoConfig, steps: int, warmup: int, peak: float) -> dict:
+def stage_figures(stage: str, cfg: nano.NanoConfig, steps: int, warmup: int, peak: float,
+                  profile_steps: int = 8) -> dict:
     """One stage's unprofiled step time; per step, the profiled self time of its matrix products, convolution and
     attention (large ops, which the profiler's own overhead barely touches) and the rest of the unprofiled step;
     its matrix-product FLOPs and the rate they ran at; and two bounds: the speedup if the step were only its
@@ -139,7 +140,8 @@ def stage_figures(stage: str, cfg: nano.NanoConfig, steps: int, warmup: int, pea
     probe = _FitProbe()
     _run(stage, cfg, 1, probe)  # one-time costs (lazy imports, kernel caches) outside the timing
     step_s = (_run(stage, cfg, warmup + steps, probe) - _run(stage, cfg, warmup, probe)) / steps
-    _run(stage, cfg, steps, probe, profile=True)
+    _run(stage, cfg, profile_steps, probe, profile=True)
+    steps = profile_steps  # the profiled figures below are per profiled step
     by_kind: dict[str, float] = {}
     flops = standalone = 0.0
     for ev in probe.events:
@@ -179,13 +181,14 @@ def _conv_flops(cfg: nano.NanoConfig) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--steps", type=int, default=12)
-    ap.add_argument("--warmup", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=40, help="timed steps per stage (after --warmup)")
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--profile-steps", type=int, default=8, help="profiled steps per stage")
     args = ap.parse_args()
     cfg = nano.NanoConfig()
     peak = peak_gflops()
     print(f"float32 matrix-product peak (2048^3, {torch.get_num_threads()} threads): {peak:.0f} GFLOPS", flush=True)
-    rows = [stage_figures(s, cfg, args.steps, args.warmup, peak) for s in ("vision", "instruction")]
+    rows = [stage_figures(s, cfg, args.steps, args.warmup, peak, args.profile_steps) for s in ("vision", "instruction")]
     for r in rows:
         print(json.dumps(r), flush=True)
     build = {r["stage"]: r for r in rows}
