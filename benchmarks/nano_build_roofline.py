@@ -135,8 +135,10 @@ def stage_figures(stage: str, cfg: nano.NanoConfig, steps: int, warmup: int, pea
                   profile_steps: int = 8) -> dict:
     """One stage's unprofiled step time; per step, the profiled self time of its matrix products, convolution and
     attention (large ops, which the profiler's own overhead barely touches) and the rest of the unprofiled step;
-    its matrix-product FLOPs and the rate they ran at; and two bounds: the speedup if the step were only its
-    products at the rate they run now (``bound_at_achieved_rate``) and at the machine's peak (``bound``)."""
+    its matrix-product FLOPs (the convolution's included) and the rate products and convolution ran at together; and
+    three bounds: the speedup if the step were only its products at the rate they run now
+    (``bound_at_achieved_rate``), each timed alone at its own shapes (``bound_products_alone``; the convolution at
+    the products' standalone rate) and at the machine's square-product peak (``bound``)."""
     probe = _FitProbe()
     _run(stage, cfg, 1, probe)  # one-time costs (lazy imports, kernel caches) outside the timing
     step_s = (_run(stage, cfg, warmup + steps, probe) - _run(stage, cfg, warmup, probe)) / steps
