@@ -2,8 +2,9 @@
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/nano_build_roofline.py [--steps 40] [--warmup 5] [--profile-steps 8]
 
-Runs the two pretraining stages of the current nano configuration (recipe defaults, untrained weights; the
-arithmetic of a step does not depend on what the weights learned) for a few steps each, through the real
+Runs the two pretraining stages of the current nano configuration (recipe defaults but no thinking-mode items, as
+in ``benchmarks/nano_speed.py``; untrained weights: the arithmetic of a step does not depend on what the weights
+learned) for a few steps each, through the real
 ``perception.pretrain_vision`` / ``perception.pretrain`` code, and
 
 * times the optimisation loop without a profiler (steady state: the difference between ``warmup + steps`` and
@@ -15,7 +16,7 @@ arithmetic of a step does not depend on what the weights learned) for a few step
   times over, so only the large ops' times are read from it;
 * measures this machine's float32 matrix-product rate on a large square product (the peak a build step could
   reach with the same arithmetic);
-* prints, per stage, the step time and its split, the step's matrix-product FLOPs (profiler count; the
+* prints, per stage (and for a build at the recipe's and at v4's step counts), the step time and its split, the step's matrix-product FLOPs (profiler count; the
   convolution is counted as the matrix product it is, forward and weight gradient), the rate its products ran
   at, ``bound_at_achieved_rate`` (the speedup of a step that did nothing but its products, at today's rate),
   ``bound_products_alone`` (the same with every product timed alone, at its own shapes, on fresh contiguous inputs:
@@ -194,13 +195,15 @@ def main() -> None:
     for r in rows:
         print(json.dumps(r), flush=True)
     build = {r["stage"]: r for r in rows}
-    def build_s(key: str) -> float:
-        return build["vision"][key] * cfg.vision_pretrain_steps + build["instruction"][key] * cfg.pretrain_steps
+    for label, (n_vision, n_instruct) in (("the recipe's", (cfg.vision_pretrain_steps, cfg.pretrain_steps)),
+                                          ("v4's (benchmarks/nano_speed.py)", (1200, 600))):
+        def build_s(key: str, n_vision=n_vision, n_instruct=n_instruct) -> float:
+            return build["vision"][key] * n_vision + build["instruction"][key] * n_instruct
 
-    now, alone, ideal = build_s("step_s"), build_s("products_alone_s"), build_s("ideal_step_s")
-    print(f"\nbuild at the recipe's step counts ({cfg.vision_pretrain_steps:,} + {cfg.pretrain_steps:,}): {now:.0f} s now; "
-          f"{alone:.0f} s if every step were only its matrix products, each at its best alone (bound {now / alone:.2f}x); "
-          f"{ideal:.0f} s at the square-product peak (bound {now / ideal:.2f}x)")
+        now, alone, ideal = build_s("step_s"), build_s("products_alone_s"), build_s("ideal_step_s")
+        print(f"build at {label} step counts ({n_vision:,} + {n_instruct:,}): {now:.0f} s now; {alone:.0f} s if every "
+              f"step were only its matrix products, each at its best alone (bound {now / alone:.2f}x); {ideal:.0f} s "
+              f"at the square-product peak (bound {now / ideal:.2f}x)")
 
 
 if __name__ == "__main__":
