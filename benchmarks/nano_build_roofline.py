@@ -144,9 +144,8 @@ def stage_figures(stage: str, cfg: nano.NanoConfig, steps: int, warmup: int, pea
     _run(stage, cfg, 1, probe)  # one-time costs (lazy imports, kernel caches) outside the timing
     step_s = (_run(stage, cfg, warmup + steps, probe) - _run(stage, cfg, warmup, probe)) / steps
     _run(stage, cfg, profile_steps, probe, profile=True)
-    steps = profile_steps  # the profiled figures below are per profiled step
-    by_kind: dict[str, float] = {}
-    flops = standalone = 0.0
+    by_kind: dict[str, float] = {}  # kind -> profiled self seconds over the profiled steps
+    flops = standalone = 0.0  # product FLOPs and standalone product seconds over the profiled steps
     for ev in probe.events:
         kind = _kind(ev.key)
         by_kind[kind] = by_kind.get(kind, 0.0) + ev.self_cpu_time_total / 1e6
@@ -154,17 +153,16 @@ def stage_figures(stage: str, cfg: nano.NanoConfig, steps: int, warmup: int, pea
             flops += ev.flops or 0
             alone = standalone_seconds(ev.key, ev.input_shapes)
             standalone += ev.count * (alone if alone is not None else ev.self_cpu_time_total / 1e6 / ev.count)
-    flops += _conv_flops(cfg) * steps  # the profiler does not count convolution FLOPs on CPU
-    mm_s = (by_kind.get("matmul", 0.0) + by_kind.get("conv", 0.0)) / steps
-    per_step = flops / steps
+    conv = _conv_flops(cfg)  # per step; the profiler does not count convolution FLOPs on CPU
+    per_step = flops / profile_steps + conv
+    large = {k: by_kind.get(k, 0.0) / profile_steps for k in ("matmul", "conv", "attention")}
+    mm_s = large["matmul"] + large["conv"]
     # products alone: every profiled product timed standalone at its own shapes, the patch embedding (profiled as a
     # convolution) at the rate of the step's other products
-    conv_s = _conv_flops(cfg) / (flops - _conv_flops(cfg) * steps) * standalone if standalone else 0.0
-    alone_s = (standalone + conv_s * steps) / steps
+    alone_s = (standalone / profile_steps) * (1 + conv * profile_steps / flops) if flops else 0.0
     return {
         "stage": stage, "step_s": round(step_s, 4),
-        "per_step_s": {k: round(by_kind.get(k, 0.0) / steps, 4) for k in ("matmul", "conv", "attention")}
-        | {"rest": round(step_s - sum(by_kind.get(k, 0.0) for k in ("matmul", "conv", "attention")) / steps, 4)},
+        "per_step_s": {k: round(v, 4) for k, v in large.items()} | {"rest": round(step_s - sum(large.values()), 4)},
         "matmul_gflop_per_step": round(per_step / 1e9, 3),
         "matmul_gflops_achieved": round(per_step / mm_s / 1e9, 1) if mm_s else None,
         "ideal_step_s": round(per_step / (peak * 1e9), 4),
@@ -195,16 +193,13 @@ def main() -> None:
     for r in rows:
         print(json.dumps(r), flush=True)
     build = {r["stage"]: r for r in rows}
-    for label, (n_vision, n_instruct) in (("the recipe's", (cfg.vision_pretrain_steps, cfg.pretrain_steps)),
-                                          ("v4's (benchmarks/nano_speed.py)", (1200, 600))):
-        def build_s(key: str, n_vision=n_vision, n_instruct=n_instruct) -> float:
-            return build["vision"][key] * n_vision + build["instruction"][key] * n_instruct
-
-        now, alone, ideal = build_s("step_s"), build_s("products_alone_s"), build_s("ideal_step_s")
+    for label, n_vision, n_instruct in (("the recipe's", cfg.vision_pretrain_steps, cfg.pretrain_steps),
+                                        ("v4's (benchmarks/nano_speed.py)", 1200, 600)):
+        now, alone, ideal = (build["vision"][k] * n_vision + build["instruction"][k] * n_instruct
+                             for k in ("step_s", "products_alone_s", "ideal_step_s"))
         print(f"build at {label} step counts ({n_vision:,} + {n_instruct:,}): {now:.0f} s now; {alone:.0f} s if every "
               f"step were only its matrix products, each at its best alone (bound {now / alone:.2f}x); {ideal:.0f} s "
               f"at the square-product peak (bound {now / ideal:.2f}x)")
-
 
 if __name__ == "__main__":
     main()
